@@ -1,0 +1,143 @@
+"""The tidy results table ``results/summary.csv`` and measured-beside-published comparisons.
+
+Columns: ``method, source, task, dataset, level, metric, value, params, budget`` with
+``source`` in {published, released, trained} and ``metric`` in {psnr, ssim, psnrb,
+sec_per_image}. Published rows come from ``references/*.csv`` (the papers' tables); measured
+rows from the evaluation records ``results/per_image/*.json`` written by
+:func:`groupsc.evaluate.evaluate`. The table is always rebuilt whole, so it is reproducible.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from groupsc.methods import METHODS
+from groupsc.paths import repo_root, results_dir
+
+COLUMNS = ["method", "source", "task", "dataset", "level", "metric", "value", "params", "budget"]
+METRICS = ("psnr", "ssim", "psnrb", "sec_per_image")
+PUBLISHED_FILES = ("published_results.csv", "published_extra.csv")
+
+
+def published_rows(folder: str | Path | None = None) -> pd.DataFrame:
+    """The papers' figures as summary rows (``budget`` names the paper and table)."""
+    folder = Path(folder) if folder else repo_root() / "references"
+    frames = []
+    for name in PUBLISHED_FILES:
+        df = pd.read_csv(folder / name, dtype={"params": str})
+        frames.append(
+            pd.DataFrame(
+                {
+                    "method": df.method,
+                    "source": "published",
+                    "task": df.task,
+                    "dataset": df.dataset,
+                    "level": df.level.astype(float),
+                    "metric": df.metric,
+                    "value": df.value.astype(float),
+                    "params": df.params.fillna(""),
+                    "budget": "paper: " + df.paper + " " + df.table,
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def measured_rows(folder: str | Path | None = None) -> pd.DataFrame:
+    """Rows from every evaluation record ``*.json`` in ``folder`` (default results/per_image)."""
+    folder = Path(folder) if folder else results_dir() / "per_image"
+    rows = []
+    for path in sorted(folder.glob("*.json")):
+        rec = json.loads(path.read_text())
+        for metric in METRICS:
+            value = rec.get(metric)
+            if value is None:
+                continue
+            rows.append(
+                {
+                    "method": rec["method"],
+                    "source": rec["source"],
+                    "task": rec["task"],
+                    "dataset": rec["dataset"],
+                    "level": float(rec["level"]),
+                    "metric": metric,
+                    "value": float(value),
+                    "params": rec.get("params", ""),
+                    "budget": rec.get("budget", ""),
+                }
+            )
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def build_summary() -> pd.DataFrame:
+    """Published + measured rows, sorted, with the fixed column order."""
+    df = pd.concat([published_rows(), measured_rows()], ignore_index=True)[COLUMNS]
+    return df.sort_values(["task", "dataset", "level", "metric", "source", "method"], kind="stable")
+
+
+def write_summary(path: str | Path | None = None) -> Path:
+    """Rebuild ``results/summary.csv``; returns its path."""
+    path = Path(path) if path else results_dir() / "summary.csv"
+    build_summary().to_csv(path, index=False, float_format="%.4f")
+    return path
+
+
+def _aliases() -> dict[str, tuple[str, ...]]:
+    return {info.name: info.published_names or (info.name,) for info, _ in METHODS.values()}
+
+
+def comparison(summary: pd.DataFrame | None = None, metrics=("psnr", "ssim", "psnrb")) -> pd.DataFrame:
+    """Each measured figure beside every published figure for the same method and setting.
+
+    Returns columns ``method, source, task, dataset, level, metric, measured, published,
+    reference, delta`` (``delta = measured - published``; NaN where nothing was published).
+    """
+    s = summary if summary is not None else build_summary()
+    pub = s[s.source == "published"]
+    mea = s[(s.source != "published") & s.metric.isin(metrics)]
+    aliases = _aliases()
+    rows = []
+    for r in mea.itertuples():
+        names = aliases.get(r.method, (r.method,))
+        match = pub[
+            pub.method.isin(names)
+            & (pub.task == r.task)
+            & (pub.dataset == r.dataset)
+            & (pub.level == r.level)
+            & (pub.metric == r.metric)
+        ]
+        base = {
+            "method": r.method, "source": r.source, "task": r.task, "dataset": r.dataset,
+            "level": r.level, "metric": r.metric, "measured": r.value,
+        }
+        if match.empty:
+            rows.append({**base, "published": float("nan"), "reference": "", "delta": float("nan")})
+        for m in match.itertuples():
+            ref = f"{m.method}, {m.budget.removeprefix('paper: ')}"
+            rows.append({**base, "published": m.value, "reference": ref, "delta": r.value - m.value})
+    return pd.DataFrame(rows)
+
+
+def main() -> int:
+    """Rebuild the summary and print measured-beside-published PSNR (used by ``make repro``)."""
+    path = write_summary()
+    s = pd.read_csv(path)
+    comp = comparison(s, metrics=("psnr", "psnrb"))
+    speed = s[s.metric == "sec_per_image"].rename(columns={"value": "s/img"})
+    comp = comp.merge(
+        speed[["method", "task", "dataset", "level", "s/img"]],
+        on=["method", "task", "dataset", "level"], how="left",
+    )
+    pd.set_option("display.width", 200)
+    pd.set_option("display.max_rows", 500)
+    print(f"{path} ({len(s)} rows)\n")
+    print(comp.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
