@@ -109,7 +109,9 @@ def rgb_to_y(rgb: np.ndarray) -> np.ndarray:
 def rgb_to_gray(rgb: np.ndarray) -> np.ndarray:
     """MATLAB ``rgb2gray`` for RGB in [0, 1]: ``0.2989 R + 0.5870 G + 0.1140 B``, ``(H, W)``."""
     _check_rgb(rgb)
-    return rgb.astype(np.float64) @ np.array([0.298936021293775, 0.587043074451121, 0.114020904255103])
+    return rgb.astype(np.float64) @ np.array(
+        [0.298936021293775, 0.587043074451121, 0.114020904255103]
+    )
 
 
 def _check_rgb(rgb: np.ndarray) -> None:
@@ -149,7 +151,9 @@ def iter_images(name: str, mode: str = "gray") -> Iterator[tuple[str, np.ndarray
         yield path.stem, load_image(path, mode)
 
 
-def load_dataset(name: str, mode: str = "gray", limit: int | None = None) -> list[tuple[str, np.ndarray]]:
+def load_dataset(
+    name: str, mode: str = "gray", limit: int | None = None
+) -> list[tuple[str, np.ndarray]]:
     """All (or the first ``limit``) images of a dataset as ``(stem, image)`` pairs."""
     out = []
     for i, item in enumerate(iter_images(name, mode)):
@@ -157,3 +161,12 @@ def load_dataset(name: str, mode: str = "gray", limit: int | None = None) -> lis
             break
         out.append(item)
     return out
+
+
+def image_path(name: str, stem: str) -> Path:
+    """The file of image ``stem`` in dataset ``name``; unknown stems list a few known ones."""
+    paths = {p.stem: p for p in image_paths(name)}
+    if stem not in paths:
+        some = ", ".join(list(paths)[:5])
+        raise KeyError(f"no image {stem!r} in {name}; its images are named like {some}, ...")
+    return paths[stem]

@@ -142,8 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out_dir = args.out_dir or results_dir() / "per_image"
         _, rec = evaluate(
-            args.method, args.task, args.dataset, args.level,
-            seed=args.seed, limit=args.limit, out_dir=out_dir,
+            args.method,
+            args.task,
+            args.dataset,
+            args.level,
+            seed=args.seed,
+            limit=args.limit,
+            out_dir=out_dir,
         )
     except (DataMissingError, KeyError, ValueError) as err:
         print(f"error: {err.args[0] if isinstance(err, KeyError) else err}", file=sys.stderr)

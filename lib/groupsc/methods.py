@@ -131,14 +131,20 @@ _RELEASED = "authors' release, run here; no training by us"
 
 METHODS: dict[str, tuple[MethodInfo, Callable[[str, float], Restorer]]] = {
     "input": (
-        MethodInfo("input", "Input", "released", DENOISE + COLOR + ("jpeg", "demosaic"),
-                   budget="the degraded observation itself",
-                   published_names=("JPEG", "jpeg", "Mosaiced")),
+        MethodInfo(
+            "input",
+            "Input",
+            "released",
+            DENOISE + COLOR + ("jpeg", "demosaic"),
+            budget="the degraded observation itself",
+            published_names=("JPEG", "jpeg", "Mosaiced"),
+        ),
         _identity,
     ),
     "dncnn-s": (
-        MethodInfo("dncnn-s", "DnCNN-S", "released", DENOISE, "555137", _RELEASED,
-                   ("DnCNN-S", "DnCNN")),
+        MethodInfo(
+            "dncnn-s", "DnCNN-S", "released", DENOISE, "555137", _RELEASED, ("DnCNN-S", "DnCNN")
+        ),
         _dncnn_s,
     ),
     "dncnn-b": (
@@ -146,32 +152,50 @@ METHODS: dict[str, tuple[MethodInfo, Callable[[str, float], Restorer]]] = {
         _released_dncnn("DnCNN-B"),
     ),
     "cdncnn-b": (
-        MethodInfo("cdncnn-b", "CDnCNN-B", "released", COLOR, "668227", _RELEASED,
-                   ("CDnCNN-B",)),
+        MethodInfo("cdncnn-b", "CDnCNN-B", "released", COLOR, "668227", _RELEASED, ("CDnCNN-B",)),
         _released_dncnn("CDnCNN-B"),
     ),
     "dncnn-3": (
-        MethodInfo("dncnn-3", "DnCNN-3", "released", DENOISE + ("jpeg",), "665921", _RELEASED,
-                   ("DnCNN-3",)),
+        MethodInfo(
+            "dncnn-3", "DnCNN-3", "released", DENOISE + ("jpeg",), "665921", _RELEASED, ("DnCNN-3",)
+        ),
         _released_dncnn("DnCNN-3"),
     ),
     "dcsc-updated": (
-        MethodInfo("dcsc-updated", "DCSC (updated)", "released", ("jpeg",), "315937",
-                   _RELEASED + " (errata model, 48 maps/branch, 128 channels)",
-                   ("DCSC (updated)",)),
+        MethodInfo(
+            "dcsc-updated",
+            "DCSC (updated)",
+            "released",
+            ("jpeg",),
+            "315937",
+            _RELEASED + " (errata model, 48 maps/branch, 128 channels)",
+            ("DCSC (updated)",),
+        ),
         _dcsc,
     ),
     "bm3d": (
-        MethodInfo("bm3d", "BM3D", "released", DENOISE + COLOR, "",
-                   "no training; bm3d package (profile 'np'), known sigma",
-                   ("BM3D", "CBM3D")),
+        MethodInfo(
+            "bm3d",
+            "BM3D",
+            "released",
+            DENOISE + COLOR,
+            "",
+            "no training; bm3d package (profile 'np'), known sigma",
+            ("BM3D", "CBM3D"),
+        ),
         _bm3d,
     ),
     "nlm": (
-        MethodInfo("nlm", "NLM", "released", DENOISE + COLOR, "",
-                   "no training; scikit-image denoise_nl_means "
-                   + ", ".join(f"{k}={v}" for k, v in NLM_SETTINGS.items()),
-                   ("NLM",)),
+        MethodInfo(
+            "nlm",
+            "NLM",
+            "released",
+            DENOISE + COLOR,
+            "",
+            "no training; scikit-image denoise_nl_means "
+            + ", ".join(f"{k}={v}" for k, v in NLM_SETTINGS.items()),
+            ("NLM",),
+        ),
         _nlm,
     ),
 }

@@ -85,7 +85,7 @@ def blocking_effect_factor(x: np.ndarray, block: int = 8) -> float:
 
 
 def psnrb(x: np.ndarray, ref: np.ndarray, block: int = 8) -> float:
-    """PSNR-B in dB: ``10 log10(1 / (MSE(x, ref) + BEF(x)))``; color averages MSE-B over channels."""
+    """PSNR-B in dB, ``10 log10(1 / (MSE(x, ref) + BEF(x)))``; color averages MSE-B per channel."""
     _check_pair(x, ref)
     if x.ndim == 2:
         mse_b = mse(x, ref) + blocking_effect_factor(x, block)

@@ -45,9 +45,7 @@ def require_data(relative: str | Path) -> Path:
     """Return ``data/<relative>``, or raise :class:`DataMissingError` naming the fix."""
     path = data_dir() / relative
     if not path.exists():
-        hint = (
-            "the data folder is missing" if not data_dir().exists() else f"{path} is missing"
-        )
+        hint = "the data folder is missing" if not data_dir().exists() else f"{path} is missing"
         raise DataMissingError(
             f"{hint}. Fetch the datasets and released weights with `dvc pull` "
             "(or `make data`) from the repository root."

@@ -54,7 +54,7 @@ def read_matconvnet_convs(path: str | Path) -> list[tuple[np.ndarray, np.ndarray
 
 
 def load_dncnn(name: str) -> DnCNN:
-    """A released DnCNN (``DnCNN-S-15/25/50``, ``DnCNN-B``, ``CDnCNN-B``, ``DnCNN-3``), eval mode."""
+    """A released DnCNN: ``DnCNN-S-15/25/50``, ``DnCNN-B``, ``CDnCNN-B`` or ``DnCNN-3``."""
     if name not in DNCNN_FILES:
         raise KeyError(f"unknown released DnCNN {name!r}; known: {', '.join(DNCNN_FILES)}")
     convs = read_matconvnet_convs(require_data(DNCNN_FILES[name]))

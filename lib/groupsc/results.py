@@ -90,7 +90,9 @@ def _aliases() -> dict[str, tuple[str, ...]]:
     return {info.name: info.published_names or (info.name,) for info, _ in METHODS.values()}
 
 
-def comparison(summary: pd.DataFrame | None = None, metrics=("psnr", "ssim", "psnrb")) -> pd.DataFrame:
+def comparison(
+    summary: pd.DataFrame | None = None, metrics=("psnr", "ssim", "psnrb")
+) -> pd.DataFrame:
     """Each measured figure beside every published figure for the same method and setting.
 
     Returns columns ``method, source, task, dataset, level, metric, measured, published,
@@ -111,14 +113,21 @@ def comparison(summary: pd.DataFrame | None = None, metrics=("psnr", "ssim", "ps
             & (pub.metric == r.metric)
         ]
         base = {
-            "method": r.method, "source": r.source, "task": r.task, "dataset": r.dataset,
-            "level": r.level, "metric": r.metric, "measured": r.value,
+            "method": r.method,
+            "source": r.source,
+            "task": r.task,
+            "dataset": r.dataset,
+            "level": r.level,
+            "metric": r.metric,
+            "measured": r.value,
         }
         if match.empty:
             rows.append({**base, "published": float("nan"), "reference": "", "delta": float("nan")})
         for m in match.itertuples():
             ref = f"{m.method}, {m.budget.removeprefix('paper: ')}"
-            rows.append({**base, "published": m.value, "reference": ref, "delta": r.value - m.value})
+            rows.append(
+                {**base, "published": m.value, "reference": ref, "delta": r.value - m.value}
+            )
     return pd.DataFrame(rows)
 
 
@@ -130,7 +139,8 @@ def main() -> int:
     speed = s[s.metric == "sec_per_image"].rename(columns={"value": "s/img"})
     comp = comp.merge(
         speed[["method", "task", "dataset", "level", "s/img"]],
-        on=["method", "task", "dataset", "level"], how="left",
+        on=["method", "task", "dataset", "level"],
+        how="left",
     )
     pd.set_option("display.width", 200)
     pd.set_option("display.max_rows", 500)

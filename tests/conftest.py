@@ -1,0 +1,19 @@
+"""Shared fixtures. Tests that need ``data/`` fail with the `dvc pull` hint when it is absent."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from groupsc.paths import data_dir
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _threads():
+    torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def have_data() -> bool:
+    if not (data_dir() / "test").is_dir():
+        pytest.fail("data/ is missing: run `dvc pull` (or `make data`) before the tests")
+    return True

@@ -1,0 +1,80 @@
+"""The evaluation entry point and the summary table."""
+
+import json
+
+import pandas as pd
+import pytest
+from groupsc import evaluate as ev
+from groupsc import results
+from groupsc.methods import METHODS, get_method, method_info
+from groupsc.paths import repo_root
+
+
+def test_cli_errors_are_one_line_with_the_known_names(capsys):
+    assert (
+        ev.main(["--method", "nope", "--task", "jpeg", "--dataset", "LIVE1", "--level", "10"]) == 2
+    )
+    err = capsys.readouterr().err
+    assert "unknown method 'nope'" in err and "dncnn-s" in err and "Traceback" not in err
+    assert (
+        ev.main(["--method", "input", "--task", "jpeg", "--dataset", "LIVE", "--level", "10"]) == 2
+    )
+    assert "known datasets" in capsys.readouterr().err
+
+
+def test_method_task_mismatch_is_explained():
+    with pytest.raises(ValueError, match="does not do task"):
+        get_method("dcsc-updated", "gray_denoise", 25)
+    with pytest.raises(ValueError, match="sigma 15, 25 and 50"):
+        get_method("dncnn-s", "gray_denoise", 30)
+
+
+def test_every_method_is_labelled():
+    for key, (info, _) in METHODS.items():
+        assert info.key == key
+        assert info.source in ("released", "trained")
+        assert method_info(key) is info
+
+
+def test_evaluate_writes_csv_and_record(tmp_path, have_data):
+    table, rec = ev.evaluate(
+        "input", "jpeg", "Classic5", 10, limit=2, out_dir=tmp_path, progress=False
+    )
+    key = "input__jpeg__Classic5__10"
+    assert rec.key == key and rec.n_images == 2
+    on_disk = pd.read_csv(tmp_path / f"{key}.csv")
+    assert list(on_disk.columns) == ["name", "psnr", "ssim", "psnrb", "seconds"]
+    assert list(on_disk.name) == ["baboon", "barbara"]
+    stored = json.loads((tmp_path / f"{key}.json").read_text())
+    assert stored["psnr"] == pytest.approx(table.psnr.mean())
+    # JPEG at q=10 leaves visible blocks: PSNR-B is below PSNR on every image
+    assert (table.psnrb < table.psnr).all()
+    rows = results.measured_rows(tmp_path)
+    assert set(rows.metric) == {"psnr", "ssim", "psnrb", "sec_per_image"}
+    assert (rows.source == "released").all()
+
+
+def test_published_rows_are_the_reference_csvs():
+    pub = results.published_rows()
+    n = sum(len(pd.read_csv(repo_root() / "references" / f)) for f in results.PUBLISHED_FILES)
+    assert len(pub) == n
+    assert (pub.source == "published").all()
+    assert set(pub.metric) <= set(results.METRICS)
+    assert pub.budget.str.startswith("paper: ").all()
+
+
+def test_comparison_pairs_measured_with_published():
+    summary = pd.DataFrame(
+        [
+            ["DnCNN-S", "published", "gray_denoise", "BSD68", 25.0, "psnr", 29.23, "", "paper: x"],
+            ["DnCNN", "published", "gray_denoise", "BSD68", 25.0, "psnr", 29.22, "", "paper: y"],
+            ["DnCNN-S", "released", "gray_denoise", "BSD68", 25.0, "psnr", 29.25, "", ""],
+            ["DnCNN-S", "released", "gray_denoise", "Set12", 25.0, "psnr", 30.0, "", ""],
+        ],
+        columns=results.COLUMNS,
+    )
+    comp = results.comparison(summary, metrics=("psnr",))
+    bsd = comp[comp.dataset == "BSD68"].sort_values("published")
+    assert list(bsd.published) == [29.22, 29.23]
+    assert bsd.delta.round(2).tolist() == [0.03, 0.02]
+    assert comp[comp.dataset == "Set12"].published.isna().all()
