@@ -1,0 +1,169 @@
+"""SC, CSR and GroupSC: one unrolled sparse-coding core with a pluggable proximal step.
+
+Lecouat, Ponce & Mairal, "Fully Trainable and Interpretable Non-Local Sparse Models for Image
+Restoration", ECCV 2020 (section 3, Algorithm 1; appendix for CSR).
+
+Every overlapping ``p x p`` patch ``y_i`` is centered (eq. 5), encoded by K LISTA steps
+
+.. math::
+
+    \\alpha_i \\leftarrow \\mathrm{Prox}_{\\Sigma, \\Lambda_k}\\big[\\alpha_i
+        + C^\\top \\big(M_i \\odot (y_i^c - D\\alpha_i)\\big)\\big],\\qquad \\alpha_i^{(0)} = 0,
+
+decoded with a separate matrix ``W``, its mean added back, and the patch estimates averaged
+(eq. 6). ``M`` is the measurement mask (all ones for denoising, the Bayer mask for
+demosaicking, eq. 14). The three models differ only in the prox:
+
+- ``soft`` (SC): soft-thresholding with per-step, per-atom thresholds ``Lambda_k``;
+- ``group`` (GroupSC): the relaxed group-lasso prox of eq. 11, with similarities ``Sigma``
+  between patches of the current estimate (learned distance of eq. 12, online averaging with
+  a learned ``nu``, refreshed every ``refresh`` steps);
+- ``csr`` (CSR): the prox of ``|u|_1 + gamma |u - beta|_1`` with ``beta`` the similarity-weighted
+  average of the current codes (appendix eq. 2).
+
+Reference settings (paper appendix Table 4, gray denoising): ``p = 9``, 256 atoms, ``K = 24``,
+``f = 1/6`` (refresh every 6 steps, i.e. 4 similarity updates), window 56. Parameters:
+``C, D, W`` (3 x 81 x 256) + ``Lambda`` (24 x 256) = 68,352 ("68k" in the paper's tables).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from groupsc import patches as P
+
+PROXES = ("soft", "group", "csr")
+
+
+def soft_threshold(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``sign(x) max(|x| - t, 0)`` computed as ``x - clamp(x, -t, t)`` (3x faster here)."""
+    return x - torch.maximum(torch.minimum(x, t), -t)
+
+
+class SparseCoding(nn.Module):
+    """The unrolled sparse-coding restorer (SC / CSR / GroupSC by ``prox``).
+
+    Args:
+        patch: patch side ``p``.
+        atoms: dictionary size ``n``.
+        steps: LISTA steps ``K``.
+        channels: image channels ``C`` (patch dimension ``m = C p^2``).
+        prox: ``"soft"``, ``"group"`` or ``"csr"``.
+        window: side of the non-local window, also the block size for whole images.
+        refresh: similarity refresh period in steps (``1/f``); non-local models only.
+        block_stride: step between blocks for whole images (``window - overlap``).
+    Input: ``(N, C, H, W)`` in [0, 1] (noisy or mosaicked); output the same shape.
+    """
+
+    def __init__(
+        self,
+        patch: int = 9,
+        atoms: int = 256,
+        steps: int = 24,
+        channels: int = 1,
+        prox: str = "soft",
+        window: int = 56,
+        refresh: int = 6,
+        block_stride: int = 48,
+    ) -> None:
+        super().__init__()
+        if prox not in PROXES:
+            raise ValueError(f"unknown prox {prox!r}; use one of {PROXES}")
+        m = channels * patch * patch
+        init = torch.randn(m, atoms) / math.sqrt(m)
+        init = init / torch.linalg.matrix_norm(init, ord=2)
+        self.C = nn.Parameter(init.clone())
+        self.D = nn.Parameter(init.clone())
+        self.W = nn.Parameter(init.clone())
+        self.lam = nn.Parameter(torch.full((steps, atoms), 0.01))
+        self.patch, self.atoms, self.steps, self.channels = patch, atoms, steps, channels
+        self.prox, self.window, self.refresh, self.block_stride = prox, window, refresh, block_stride
+        if prox != "soft":
+            self.kappa = nn.Parameter(torch.ones(m))  # learned distance weights (eq. 12)
+            self.nu_logit = nn.Parameter(torch.zeros(1))  # online averaging weight, sigmoid
+        if prox == "csr":
+            self.gamma = nn.Parameter(torch.full((steps, atoms), 1.0))
+
+    # -- initialization ---------------------------------------------------------------------
+    @torch.no_grad()
+    def set_dictionary(self, dictionary: torch.Tensor, lam: float | None = None) -> None:
+        """Set ``C = D = W = dictionary / ||dictionary||_2`` (paper section 4, appendix B).
+
+        ``dictionary``: ``(m, n)``, atoms as columns. Optionally reset every threshold to ``lam``.
+        """
+        if dictionary.shape != self.D.shape:
+            raise ValueError(f"dictionary shape {tuple(dictionary.shape)} != {tuple(self.D.shape)}")
+        d = dictionary / torch.linalg.matrix_norm(dictionary, ord=2)
+        for param in (self.C, self.D, self.W):
+            param.copy_(d)
+        if lam is not None:
+            self.lam.fill_(lam)
+
+    # -- the core --------------------------------------------------------------------------
+    def similarity(self, x: torch.Tensor) -> torch.Tensor:
+        """``Sigma_ij = exp(-||diag(kappa)(x_i - x_j)||^2)`` between all patches of a block.
+
+        ``x``: ``(N, C, b, b)`` current estimate; returns ``(N, L, L)``. The block is the
+        semi-local window, so every pair in it is a candidate neighbour.
+        """
+        z = P.extract(x, self.patch) * self.kappa[None, :, None]  # (N, m, L)
+        sq = (z * z).sum(1)  # (N, L)
+        d = sq[:, :, None] + sq[:, None, :] - 2 * z.transpose(1, 2) @ z
+        return torch.exp(-d.clamp_min(0))
+
+    def _prox(self, b: torch.Tensor, k: int, sim: torch.Tensor | None) -> torch.Tensor:
+        lam = self.lam[k].clamp_min(0)[None, :, None]  # (1, n, 1)
+        if self.prox == "soft":
+            return soft_threshold(b, lam)
+        from groupsc import prox as PX
+
+        if self.prox == "group":
+            return PX.relaxed_group_prox(b, lam, sim)
+        beta = PX.similarity_average(b, sim)
+        return PX.csr_prox(b, lam, self.gamma[k].clamp_min(0)[None, :, None], beta)
+
+    def sums(self, y: torch.Tensor, mask: torch.Tensor | None = None) -> P.Sums:
+        """Restore one block; returns (sum, count) of its patch estimates, see :func:`P.fold_sums`.
+
+        ``y``: ``(N, C, h, w)`` with ``h, w <= window`` for non-local models.
+        ``mask``: optional ``(N, C, h, w)`` measurement mask (1 = observed).
+        """
+        size = tuple(y.shape[-2:])
+        yp = P.extract(y, self.patch)
+        mp = None
+        if mask is not None:
+            mp = P.extract(mask, self.patch)
+            # the mean of the observed values, so unobserved zeros do not bias the centering
+            n, m, length = yp.shape
+            per_y = yp.view(n, self.channels, -1, length)
+            per_m = mp.view(n, self.channels, -1, length)
+            mu = (per_y * per_m).sum(2, keepdim=True) / per_m.sum(2, keepdim=True).clamp_min(1)
+            yc = ((per_y - mu) * per_m).view(n, m, length)
+        else:
+            yc, mu = P.center(yp, self.channels)
+        nonlocal_ = self.prox != "soft"
+        sim = self.similarity(y) if nonlocal_ else None
+        nu = torch.sigmoid(self.nu_logit) if nonlocal_ else None
+        alpha = yc.new_zeros(yc.shape[0], self.atoms, yc.shape[2])
+        ct = self.C.t()
+        for k in range(self.steps):
+            if nonlocal_ and k > 0 and k % self.refresh == 0:
+                x_hat = P.average(P.uncenter(self.W @ alpha, mu), size, self.patch)
+                sim = (1 - nu) * sim + nu * self.similarity(x_hat)
+            resid = yc - self.D @ alpha
+            if mp is not None:
+                resid = resid * mp
+            alpha = self._prox(alpha + ct @ resid, k, sim)
+        return P.fold_sums(P.uncenter(self.W @ alpha, mu), size, self.patch)
+
+    def forward(self, y: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Restore ``(N, C, H, W)``; images larger than the window go block by block."""
+        if y.ndim != 4 or y.shape[1] != self.channels:
+            raise ValueError(f"expected (N, {self.channels}, H, W) input, got {tuple(y.shape)}")
+        if self.prox == "soft" or max(y.shape[-2:]) <= self.window:
+            num, den = self.sums(y, mask)  # SC is per patch: whole image at once is exact
+            return num / den
+        return P.blockwise(self.sums, y, self.window, self.block_stride, mask)
