@@ -7,6 +7,8 @@ solvers are written out here independently of ``groupsc.prox``.
 
 from __future__ import annotations
 
+import warnings
+
 import cvxpy as cp
 import numpy as np
 import pytest
@@ -53,6 +55,16 @@ def scalar_prox(penalty, x: np.ndarray, extra: np.ndarray) -> np.ndarray:
     return out
 
 
+def solve(problem: cp.Problem) -> None:
+    """Clarabel with tolerances 1e-9: the defaults (1e-8 on the objective) only guarantee
+    ~1e-4 on the minimizer near the kinks. Clarabel may then flag "optimal_inaccurate" (it met
+    its reduced criteria); the comparison with the closed form is the check that matters."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Solution may be inaccurate")
+        problem.solve(solver=cp.CLARABEL, tol_gap_abs=1e-9, tol_gap_rel=1e-9, tol_feas=1e-9)
+    assert problem.status in ("optimal", "optimal_inaccurate"), problem.status
+
+
 def hard_clustering(labels: np.ndarray) -> np.ndarray:
     return (labels[:, None] == labels[None, :]).astype(np.float64)
 
@@ -92,7 +104,7 @@ def test_group_lasso_matches_cvxpy(rng):
     obj = sum(
         0.5 * cp.sum_squares(x[b] - u[b]) + lam[:, 0] @ cp.norm(u[b], 2, axis=1) for b in range(g)
     )
-    cp.Problem(cp.Minimize(obj)).solve(solver=cp.CLARABEL)
+    solve(cp.Problem(cp.Minimize(obj)))
     ref = np.stack([ub.value for ub in u])
     op = GroupLasso(t64(lam))
     out = op.prox(t64(x)).numpy()
