@@ -1,0 +1,207 @@
+r"""Proximal operators used by the unrolled (LISTA-type) sparse coding models of GroupSC.
+
+The proximal operator of a convex penalty :math:`\Psi` is (paper, Definition 1)
+
+.. math:: \operatorname{Prox}_\Psi[x] = \arg\min_u \tfrac12 \|x - u\|_2^2 + \Psi(u).
+
+Every class below stores the parameters of its penalty and exposes
+
+- ``value(u)``: :math:`\Psi(u)`, summed over all entries (a 0-d tensor);
+- ``prox(x)``: the closed form of :math:`\operatorname{Prox}_\Psi[x]`, same shape as ``x``.
+
+The regularization weights are part of :math:`\Psi` (``value`` includes them), so ``prox(x)`` is
+exactly the minimizer of ``0.5 * ((x - u) ** 2).sum() + value(u)``. Everything is plain torch
+arithmetic: differentiable with autograd in ``x`` and in the parameters (almost everywhere).
+
+Shapes follow the paper: codes are stored as *columns*, ``A = [alpha_1, ..., alpha_n]`` of
+shape ``(..., p, n)`` (``p`` atoms = rows ``j``, ``n`` patches = columns ``i``; the layout of
+``torch.nn.functional.unfold``), with optional leading batch dimensions. Similarity matrices
+``sigma`` have shape ``(..., n, n)`` and nonnegative entries. Per-atom weights have shape
+``(p, 1)`` (or anything broadcastable as documented per class).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "CSR",
+    "GroupLasso",
+    "RelaxedGroupLasso",
+    "SoftThreshold",
+    "similarity_average",
+    "soft_threshold",
+]
+
+
+def soft_threshold(x: Tensor, t: Tensor | float) -> Tensor:
+    r"""Soft-thresholding :math:`S_t(x) = \operatorname{sign}(x)\max(|x| - t, 0)`, elementwise.
+
+    Computed as ``x - clamp(x, -t, t)`` (same values and gradients as the sign/relu form, and
+    faster on CPU). ``t >= 0`` must broadcast against ``x``.
+    """
+    if isinstance(t, Tensor):
+        return x - torch.clamp(x, -t, t)
+    return x - torch.clamp(x, -float(t), float(t))
+
+
+@dataclass
+class SoftThreshold:
+    r"""Weighted :math:`\ell_1` norm and its prox, the soft-thresholding operator :math:`S_\Lambda`.
+
+    .. math::
+        \Psi(u) = \sum_k \lambda_k |u_k|, \qquad
+        \operatorname{Prox}_\Psi[x]_k = \operatorname{sign}(x_k)\max(|x_k| - \lambda_k, 0).
+
+    Args:
+        lam: thresholds :math:`\lambda \ge 0`, broadcastable against ``x`` (a scalar, or per-atom
+            ``(p, 1)`` for codes ``(..., p, n)``, as :math:`\Lambda_k` in the paper's eq. (3)).
+    """
+
+    lam: Tensor | float
+
+    def value(self, u: Tensor) -> Tensor:
+        return (self.lam * u.abs()).sum()
+
+    def prox(self, x: Tensor) -> Tensor:
+        return soft_threshold(x, self.lam)
+
+
+def _guarded_norm(sq: Tensor, eps: float) -> Tensor:
+    """``sqrt(sq)`` with ``sq`` clamped at ``eps**2``: finite values and gradients at zero."""
+    return sq.clamp_min(eps * eps).sqrt()
+
+
+@dataclass
+class GroupLasso:
+    r"""Group Lasso :math:`\lambda\|U\|_{1,2}` (paper eq. (4)) and its prox (paper Lemma 1).
+
+    ``U`` of shape ``(..., p, n)`` holds the ``n`` codes of one group as columns; the groups are
+    its rows :math:`U^j` (atom ``j`` across the group), and leading dimensions index independent
+    groups.
+
+    .. math::
+        \Psi(U) = \sum_{j=1}^p \lambda_j \|U^j\|_2, \qquad
+        \operatorname{Prox}_\Psi[U]^j = \max\Big(1 - \frac{\lambda_j}{\|U^j\|_2}, 0\Big)\, U^j.
+
+    Args:
+        lam: :math:`\lambda \ge 0`, broadcastable against the row norms ``(..., p, 1)``.
+        eps: norms are floored at ``eps`` so that zero rows give zero (not NaN) values and
+            gradients; it only matters for rows with :math:`\|U^j\|_2 < \varepsilon`.
+    """
+
+    lam: Tensor | float
+    eps: float = 1e-12
+
+    def value(self, u: Tensor) -> Tensor:
+        return (self.lam * u.pow(2).sum(dim=-1, keepdim=True).sqrt()).sum()
+
+    def prox(self, x: Tensor) -> Tensor:
+        norm = _guarded_norm(x.pow(2).sum(dim=-1, keepdim=True), self.eps)
+        return torch.relu(1.0 - self.lam / norm) * x
+
+
+@dataclass
+class RelaxedGroupLasso:
+    r"""Group Lasso relaxed with a similarity matrix :math:`\Sigma` (paper eq. (11)).
+
+    Codes ``A`` of shape ``(..., p, n)``, similarities ``sigma`` of shape ``(..., n, n)``,
+    :math:`\Sigma \ge 0`, with :math:`\Sigma_i` its ``i``-th column (the neighbours of patch
+    ``i``). Each code :math:`\alpha_i` is shrunk row-wise with the :math:`\Sigma_i`-weighted norm
+    of the codes of its neighbours:
+
+    .. math::
+        \operatorname{Prox}[A]_{ji} = \max\Big(1 - \frac{\lambda_j \sqrt{\|\Sigma_i\|_1}}
+            {\|(A \operatorname{diag}(\Sigma_i)^{1/2})^j\|_2}, 0\Big) A_{ji},
+        \qquad
+        \|(A \operatorname{diag}(\Sigma_i)^{1/2})^j\|_2^2 = \sum_l \Sigma_{li} A_{jl}^2.
+
+    ``value`` is the penalty this formula is the exact prox of when :math:`\Sigma` is a hard 0/1
+    clustering (:math:`\Sigma_{li} = 1` iff ``l`` and ``i`` are in the same cluster):
+
+    .. math::
+        \Psi_\Sigma(A) = \sum_{i=1}^n \sum_{j=1}^p \lambda_j
+            \frac{\|(A \operatorname{diag}(\Sigma_i)^{1/2})^j\|_2}{\sqrt{\|\Sigma_i\|_1}},
+
+    i.e. the LSSC penalty of eq. (9), :math:`\sum_i \lambda/\sqrt{|S_i|}\, \|A_i\|_{1,2}`. The sum
+    runs over patches ``i``, so a cluster ``S`` is counted :math:`|S|` times: it is Lemma 1 with
+    threshold :math:`\lambda_j\sqrt{|S|}` on each cluster. For a soft :math:`\Sigma` the update
+    is the paper's relaxation, *not* the exact prox of :math:`\Psi_\Sigma`.
+
+    Args:
+        lam: :math:`\lambda \ge 0`, broadcastable against ``(..., p, 1)`` (per-atom).
+        sigma: :math:`\Sigma`, ``(..., n, n)``, nonnegative, with nonzero columns (the paper's
+            :math:`\Sigma_{ii} = e^{0} = 1`).
+        eps: floor of the weighted norms (see :class:`GroupLasso`).
+    """
+
+    lam: Tensor | float
+    sigma: Tensor
+    eps: float = 1e-12
+
+    def _norms(self, a: Tensor) -> tuple[Tensor, Tensor]:
+        """Weighted row norms ``(..., p, n)`` and ``sqrt(||Sigma_i||_1)`` ``(..., 1, n)``."""
+        norm = _guarded_norm(a.pow(2) @ self.sigma, self.eps)
+        return norm, self.sigma.sum(dim=-2, keepdim=True).sqrt()
+
+    def value(self, u: Tensor) -> Tensor:
+        norm, root_mass = self._norms(u)
+        return (self.lam * norm / root_mass).sum()
+
+    def prox(self, x: Tensor) -> Tensor:
+        norm, root_mass = self._norms(x)
+        return torch.relu(1.0 - self.lam * root_mass / norm) * x
+
+
+@dataclass
+class CSR:
+    r"""Centralised sparse representation penalty (appendix eq. (1)) and its prox (Prop. 1).
+
+    Elementwise, with :math:`\lambda, \gamma \ge 0` and the target codes :math:`\beta`:
+
+    .. math::
+        \Psi(u) = \sum_k \lambda_k \big(|u_k| + \gamma_k |u_k - \beta_k|\big),
+
+        \operatorname{Prox}_\Psi[x] = S_\lambda\big(S_{\lambda\gamma}(x - \beta - \lambda
+            \operatorname{sign}\beta) + \beta + \lambda \operatorname{sign}\beta\big).
+
+    The prox pulls each entry to 0 or to :math:`\beta` (piecewise linear, continuous, slopes
+    0 or 1). With :math:`\beta = 0` it is :math:`S_{\lambda(1+\gamma)}`.
+
+    Args:
+        lam: :math:`\lambda`, broadcastable against ``x`` (scalar or per-atom ``(p, 1)``).
+        gamma: :math:`\gamma`, broadcastable against ``x``.
+        beta: :math:`\beta`, broadcastable against ``x`` (typically ``x.shape``, from
+            :func:`similarity_average`).
+    """
+
+    lam: Tensor | float
+    gamma: Tensor | float
+    beta: Tensor | float
+
+    def value(self, u: Tensor) -> Tensor:
+        return (self.lam * (u.abs() + self.gamma * (u - self.beta).abs())).sum()
+
+    def prox(self, x: Tensor) -> Tensor:
+        beta = torch.as_tensor(self.beta, dtype=x.dtype, device=x.device)
+        shift = beta + self.lam * torch.sign(beta)
+        return soft_threshold(soft_threshold(x - shift, self.lam * self.gamma) + shift, self.lam)
+
+
+def similarity_average(alpha: Tensor, sigma: Tensor, eps: float = 1e-12) -> Tensor:
+    r"""CSR targets :math:`\beta_i = \sum_j \Sigma_{ij}\alpha_j / \sum_l \Sigma_{il}` (appendix
+    eq. (2)).
+
+    Args:
+        alpha: codes as columns, ``(..., p, n)``.
+        sigma: similarities ``(..., n, n)``, nonnegative; row ``i`` weights the neighbours of
+            ``i`` (for a symmetric :math:`\Sigma`, rows and columns agree).
+        eps: floor of the row sums (an all-zero row gives :math:`\beta_i = 0`).
+
+    Returns:
+        :math:`B = [\beta_1, \dots, \beta_n]`, ``(..., p, n)``: ``alpha @ sigma^T / row sums``.
+    """
+    return (alpha @ sigma.transpose(-1, -2)) / sigma.sum(dim=-1).clamp_min(eps).unsqueeze(-2)
