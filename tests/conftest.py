@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from groupsc.paths import data_dir
 
 

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from groupsc.data import DATASETS, get_dataset, image_paths, load_image, rgb_to_y
 from groupsc.paths import DataMissingError, require_data
 

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from groupsc.degradations import add_noise, bayer, bayer_mask, degrade, image_seed, jpeg, task_mode
 
 

@@ -4,6 +4,7 @@ import json
 
 import pandas as pd
 import pytest
+
 from groupsc import evaluate as ev
 from groupsc import results
 from groupsc.methods import METHODS, get_method, method_info

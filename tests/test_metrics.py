@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+
 from groupsc.metrics import blocking_effect_factor, mse, psnr, psnrb, ssim
 
 

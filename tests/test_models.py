@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from groupsc.models import DCSC, DnCNN, count_parameters
 
 

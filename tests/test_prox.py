@@ -13,6 +13,8 @@ import cvxpy as cp
 import numpy as np
 import pytest
 import torch
+from scipy.optimize import minimize_scalar
+
 from groupsc.prox import (
     CSR,
     GroupLasso,
@@ -21,7 +23,6 @@ from groupsc.prox import (
     similarity_average,
     soft_threshold,
 )
-from scipy.optimize import minimize_scalar
 
 TOL = 1e-6  # |closed form - solver|; the solvers themselves reach ~1e-9
 SEED = 0

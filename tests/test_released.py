@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+
 from groupsc.evaluate import evaluate
 from groupsc.models import count_parameters
 from groupsc.paths import require_data, results_dir

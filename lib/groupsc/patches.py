@@ -25,15 +25,22 @@ def extract(y: torch.Tensor, p: int) -> torch.Tensor:
     return F.unfold(y, p)
 
 
-def center(patches: torch.Tensor, channels: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+def center(
+    patches: torch.Tensor, channels: int = 1, mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Subtract each patch's mean per channel (eq. 5): returns ``(centered, means)``.
 
-    ``patches``: ``(N, C p^2, L)``; ``means``: ``(N, C, 1, L)`` broadcastable after a reshape.
+    ``patches``: ``(N, C p^2, L)``; ``means``: ``(N, C, 1, L)``. With a ``mask`` of the same
+    shape (1 = observed), the mean is over observed values and unobserved entries stay 0.
     """
     n, m, length = patches.shape
     per = patches.view(n, channels, m // channels, length)
-    mu = per.mean(dim=2, keepdim=True)
-    return (per - mu).view(n, m, length), mu
+    if mask is None:
+        mu = per.mean(dim=2, keepdim=True)
+        return (per - mu).view(n, m, length), mu
+    pm = mask.view(n, channels, m // channels, length)
+    mu = (per * pm).sum(2, keepdim=True) / pm.sum(2, keepdim=True).clamp_min(1)
+    return ((per - mu) * pm).view(n, m, length), mu
 
 
 def uncenter(patches: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
@@ -78,8 +85,9 @@ def blockwise(
 
     ``fn(block, mask_block)`` maps a block ``(N, C, b, b)`` (and the matching block of ``mask``,
     or None) to the (sum, count) pair of its patch estimates (see :func:`fold_sums`). Summing
-    both over the overlapping blocks and dividing once gives every pixel the average over *all* its patch estimates, so pixels at block borders are not
-    under-weighted, and memory is bounded by the block size.
+    both over the overlapping blocks and dividing once gives every pixel the average over *all*
+    its patch estimates, so pixels at block borders are not under-weighted, and memory is
+    bounded by the block size.
     """
     if stride <= 0 or stride > block:
         raise ValueError(f"need 0 < stride <= block, got stride {stride}, block {block}")

@@ -74,7 +74,7 @@ def _augment(img: np.ndarray, rng: np.random.Generator, crop: int) -> np.ndarray
 def make_batch(
     images: list[np.ndarray], cfg: TrainConfig, step: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batch ``step``: ``(clean, degraded)``, each ``(B, C, crop, crop)``; depends on (seed, step)."""
+    """Batch ``step``: ``(clean, degraded)``, each ``(B, C, crop, crop)``, from (seed, step)."""
     rng = np.random.default_rng([cfg.seed, step + 1])  # step -1 is the fixed check batch
     clean, obs = [], []
     for _ in range(cfg.batch):
@@ -131,8 +131,14 @@ def train(
     images = [img for _, img in load_dataset(cfg.dataset, cfg.mode)]
     torch.manual_seed(cfg.seed)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    state = {"step": 0, "elapsed": 0.0, "init_seconds": 0.0, "lr_scale": 1.0, "best": math.inf,
-             "backtracks": 0}
+    state = {
+        "step": 0,
+        "elapsed": 0.0,
+        "init_seconds": 0.0,
+        "lr_scale": 1.0,
+        "best": math.inf,
+        "backtracks": 0,
+    }
     log: list[dict] = []
     if last.exists():
         ck = torch.load(last, weights_only=True)
@@ -158,8 +164,14 @@ def train(
         return cfg.lr * state["lr_scale"] * cfg.decay ** (step // cfg.decay_every)
 
     def save() -> None:
-        ck = {"model": model.state_dict(), "opt": opt.state_dict(), "state": state, "log": log,
-              "good": good, "cfg": asdict(cfg)}
+        ck = {
+            "model": model.state_dict(),
+            "opt": opt.state_dict(),
+            "state": state,
+            "log": log,
+            "good": good,
+            "cfg": asdict(cfg),
+        }
         torch.save(ck, out / "last.tmp")
         os.replace(out / "last.tmp", last)
 
@@ -177,8 +189,12 @@ def train(
         opt.step()
         state["step"] = step + 1
         state["elapsed"] = time.time() - t_start
-        entry = {"step": step + 1, "loss": float(loss), "lr": lr_at(step),
-                 "minutes": state["elapsed"] / 60}
+        entry = {
+            "step": step + 1,
+            "loss": loss.item(),
+            "lr": lr_at(step),
+            "minutes": state["elapsed"] / 60,
+        }
         if (step + 1) % cfg.check_every == 0:
             model.eval()
             with torch.no_grad():
@@ -209,11 +225,15 @@ def train(
         "crop": cfg.crop,
         "hardware": _hardware(),
         "threads": cfg.threads,
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
     }
     torch.save(
-        {"model": model.state_dict(), "model_config": model_config or {}, "train_config":
-         asdict(cfg), "budget": budget},
+        {
+            "model": model.state_dict(),
+            "model_config": model_config or {},
+            "train_config": asdict(cfg),
+            "budget": budget,
+        },
         out / "model.pt",
     )
     with open(out / "log.csv", "w") as f:

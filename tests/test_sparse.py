@@ -1,0 +1,85 @@
+"""The patch machinery and the sparse-coding core (SC / CSR / GroupSC)."""
+
+import pytest
+import torch
+
+from groupsc import patches as P
+from groupsc.models import count_parameters
+from groupsc.models.sparse import SparseCoding
+
+
+def test_patches_roundtrip_and_counts():
+    y = torch.rand(2, 1, 20, 17)
+    p = P.extract(y, 5)
+    assert p.shape == (2, 25, 16 * 13)
+    assert torch.allclose(P.average(p, (20, 17), 5), y, atol=1e-6)
+    _, den = P.fold_sums(p, (20, 17), 5)
+    assert den[0, 0, 0, 0] == 1 and den[0, 0, 10, 8] == 25  # corner vs interior
+
+
+def test_centering_with_and_without_mask():
+    y = torch.rand(1, 3, 8, 8)
+    p = P.extract(y, 3)
+    c, mu = P.center(p, channels=3)
+    assert torch.allclose(c.view(1, 3, 9, -1).mean(2), torch.zeros(1, 3, 36), atol=1e-6)
+    assert torch.allclose(P.uncenter(c, mu), p, atol=1e-6)
+    ones = torch.ones_like(p)
+    c1, mu1 = P.center(p, 3, ones)
+    assert torch.allclose(c1, c, atol=1e-6) and torch.allclose(mu1, mu, atol=1e-6)
+
+
+@pytest.mark.parametrize("stride", [48, 31, 17])
+def test_blockwise_weights_by_patch_count(stride):
+    """With per-patch processing, block-wise restoration equals the whole-image result."""
+    y = torch.rand(1, 1, 100, 77)
+
+    def fn(blk, _mask):
+        return P.fold_sums(P.extract(blk, 5) * 2.0, tuple(blk.shape[-2:]), 5)
+
+    whole = P.average(P.extract(y, 5) * 2.0, (100, 77), 5)
+    assert torch.allclose(P.blockwise(fn, y, 56, stride), whole, atol=1e-5)
+
+
+def test_sc_has_the_papers_parameter_count():
+    assert count_parameters(SparseCoding()) == 3 * 81 * 256 + 24 * 256  # 68,352 ("68k")
+
+
+def test_sc_mask_of_ones_is_denoising():
+    torch.manual_seed(0)
+    model = SparseCoding(patch=5, atoms=32, steps=3)
+    y = torch.rand(1, 1, 70, 64)
+    with torch.no_grad():
+        whole = model(y)
+        masked = model(y, torch.ones_like(y))
+    assert whole.shape == y.shape
+    assert torch.allclose(whole, masked, atol=1e-5)
+
+
+@pytest.mark.parametrize("prox", ["group", "csr"])
+def test_nonlocal_models_run_and_backpropagate(prox):
+    torch.manual_seed(0)
+    model = SparseCoding(patch=5, atoms=16, steps=4, prox=prox, window=24, refresh=2,
+                         block_stride=20)
+    y = torch.rand(2, 1, 24, 24)
+    num, den = model.sums(y)
+    ((num / den - y) ** 2).mean().backward()
+    assert model.kappa.grad is not None and model.nu_logit.grad is not None
+    assert torch.isfinite(model.C.grad).all()
+    with torch.no_grad():
+        big = model(torch.rand(1, 1, 50, 41))  # larger than the window: block-wise
+    assert big.shape == (1, 1, 50, 41) and torch.isfinite(big).all()
+
+
+def test_similarity_is_one_on_the_diagonal_and_symmetric():
+    model = SparseCoding(patch=3, atoms=8, steps=1, prox="group")
+    s = model.similarity(torch.rand(1, 1, 10, 10))
+    assert s.shape == (1, 64, 64)
+    assert torch.allclose(torch.diagonal(s, dim1=1, dim2=2), torch.ones(1, 64), atol=1e-5)
+    assert torch.allclose(s, s.transpose(1, 2), atol=1e-6)
+
+
+def test_bad_inputs_are_clear():
+    with pytest.raises(ValueError, match="unknown prox"):
+        SparseCoding(prox="l0")
+    with pytest.raises(ValueError, match=r"\(N, 1, H, W\)"):
+        SparseCoding(patch=3, atoms=8, steps=1)(torch.rand(1, 3, 9, 9))

@@ -1,0 +1,59 @@
+"""The training loop: resumable to the bit, logged, with backtracking."""
+
+import torch
+
+from groupsc.models.sparse import SparseCoding
+from groupsc.train import TrainConfig, make_batch, train
+
+
+def _tiny():
+    torch.manual_seed(0)
+    return SparseCoding(patch=5, atoms=16, steps=2)
+
+
+def test_batches_depend_only_on_seed_and_step(have_data):
+    from groupsc.data import load_dataset
+
+    imgs = [i for _, i in load_dataset("BSD400", "gray", limit=4)]
+    cfg = TrainConfig(batch=3, crop=24)
+    a = make_batch(imgs, cfg, 5)
+    b = make_batch(imgs, cfg, 5)
+    c = make_batch(imgs, cfg, 6)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[1], c[1])
+    assert a[0].shape == (3, 1, 24, 24)
+
+
+def test_resume_gives_the_same_weights(tmp_path, have_data):
+    cfg = TrainConfig(batch=2, crop=24, max_steps=4, check_every=2, save_every=1,
+                      decay_every=2)
+    straight = _tiny()
+    train(straight, cfg, tmp_path / "a", progress=False)
+    # an interrupted run: stop after 2 steps, then resume to 4
+    part = _tiny()
+    train(part, TrainConfig(**{**cfg.__dict__, "max_steps": 2}), tmp_path / "b", progress=False)
+    ck = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    ck["cfg"]["max_steps"] = 4  # same run, longer budget
+    torch.save(ck, tmp_path / "b" / "last.pt")
+    resumed = _tiny()
+    budget = train(resumed, cfg, tmp_path / "b", progress=False)
+    assert budget["steps"] == 4
+    for p, q in zip(straight.parameters(), resumed.parameters(), strict=True):
+        assert torch.allclose(p, q, atol=1e-6)
+    final = torch.load(tmp_path / "b" / "model.pt", weights_only=True)
+    assert final["budget"]["steps"] == 4
+    assert (tmp_path / "b" / "log.csv").read_text().count("\n") == 5
+
+
+def test_backtracking_restores_and_lowers_the_rate(tmp_path, have_data):
+    # a huge learning rate makes the check loss explode: the run must back off
+    from groupsc.models import DnCNN
+
+    torch.manual_seed(0)
+    cfg = TrainConfig(batch=2, crop=24, max_steps=6, check_every=1, lr=10.0, save_every=10)
+    budget = train(DnCNN(3, 1, features=8, batch_norm=False), cfg, tmp_path, progress=False)
+    assert budget["backtracks"] >= 1
+    log = (tmp_path / "log.csv").read_text().splitlines()
+    lrs = [float(r.split(",")[2]) for r in log[1:]]
+    assert min(lrs) < 10.0
+    assert "backtrack" in log[0] and any(r.endswith(",1") for r in log[1:])
