@@ -29,12 +29,10 @@ def test_resume_gives_the_same_weights(tmp_path, have_data):
                       decay_every=2)
     straight = _tiny()
     train(straight, cfg, tmp_path / "a", progress=False)
-    # an interrupted run: stop after 2 steps, then resume to 4
+    # an interrupted run: killed after 2 steps, then resumed to the end
     part = _tiny()
-    train(part, TrainConfig(**{**cfg.__dict__, "max_steps": 2}), tmp_path / "b", progress=False)
-    ck = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
-    ck["cfg"]["max_steps"] = 4  # same run, longer budget
-    torch.save(ck, tmp_path / "b" / "last.pt")
+    assert train(part, cfg, tmp_path / "b", progress=False, stop_after=2) == {}
+    assert (tmp_path / "b" / "resume.pt").exists() and not (tmp_path / "b" / "model.pt").exists()
     resumed = _tiny()
     budget = train(resumed, cfg, tmp_path / "b", progress=False)
     assert budget["steps"] == 4
@@ -43,6 +41,7 @@ def test_resume_gives_the_same_weights(tmp_path, have_data):
     final = torch.load(tmp_path / "b" / "model.pt", weights_only=True)
     assert final["budget"]["steps"] == 4
     assert (tmp_path / "b" / "log.csv").read_text().count("\n") == 5
+    assert not (tmp_path / "b" / "resume.pt").exists()  # a finished run leaves no resume file
 
 
 def test_backtracking_restores_and_lowers_the_rate(tmp_path, have_data):

@@ -114,8 +114,8 @@ def evaluate(
         psnrb=float(table.psnrb.mean()) if task == "jpeg" else None,
         sec_per_image=float(table.seconds.mean()),
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-        params=info.params,
-        budget=info.budget,
+        params=getattr(restore, "params", info.params),
+        budget=getattr(restore, "budget", info.budget),
         threads=torch.get_num_threads(),
     )
     if out_dir is not None:

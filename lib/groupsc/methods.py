@@ -15,6 +15,8 @@ dncnn-3        DnCNN-3, one gray model for noise, SISR and JPEG             rele
 dcsc-updated   DCSC's updated model (errata), one model for q 10..40        released
 bm3d           BM3D (``bm3d`` package by the BM3D authors), known sigma      released
 nlm            non-local means (scikit-image), known sigma                  released
+sc, csr,       the paper's models trained here (``checkpoints/<kind>_<task>_<level>``)  trained
+groupsc
 =============  ===========================================================  =========
 
 ``released`` means run here from the authors' released weights or code, untrained by us;
@@ -121,6 +123,52 @@ def _nlm(task: str, level: float) -> Restorer:
     return run
 
 
+TASK_SHORT = {
+    "gray_denoise": "gray",
+    "color_denoise": "color",
+    "jpeg": "jpeg",
+    "demosaic": "mosaic",
+    "blind_color_denoise": "cblind",
+}
+
+
+def trained_run(kind: str, task: str, level: float) -> str:
+    """The ``params.yaml`` run (and ``checkpoints/`` folder) of a trained model: ``sc_gray_25``."""
+    return f"{kind}_{TASK_SHORT[task]}_{float(level):g}"
+
+
+def load_trained(run: str) -> torch.nn.Module:
+    """A model trained here (``checkpoints/<run>/model.pt``), with ``budget`` and ``n_params``."""
+    from groupsc.fit import build_model
+    from groupsc.models import count_parameters
+    from groupsc.paths import DataMissingError, repo_root
+    from groupsc.train import budget_label
+
+    path = repo_root() / "checkpoints" / run / "model.pt"
+    if not path.exists():
+        raise DataMissingError(
+            f"{path} is missing: train it with `dvc repro train@{run}` "
+            f"(or `python -m groupsc.fit {run}`)"
+        )
+    ck = torch.load(path, weights_only=True)
+    cfg = dict(ck["model_config"])
+    model = build_model(cfg.pop("kind"), cfg)
+    model.load_state_dict(ck["model"])
+    model.budget = f"{ck['budget'].get('budget', '')} budget: {budget_label(ck['budget'])}"
+    model.n_params = str(count_parameters(model))
+    return model.eval()
+
+
+def _trained(kind: str) -> Callable[[str, float], Restorer]:
+    def build(task: str, level: float) -> Restorer:
+        model = load_trained(trained_run(kind, task, level))
+        restorer = TorchRestorer(model)
+        restorer.budget, restorer.params = model.budget, model.n_params
+        return restorer
+
+    return build
+
+
 def _identity(task: str, level: float) -> Restorer:
     return lambda y: y
 
@@ -197,6 +245,18 @@ METHODS: dict[str, tuple[MethodInfo, Callable[[str, float], Restorer]]] = {
             ("NLM",),
         ),
         _nlm,
+    ),
+    "sc": (
+        MethodInfo("sc", "SC", "trained", DENOISE, published_names=("SC",)),
+        _trained("sc"),
+    ),
+    "csr": (
+        MethodInfo("csr", "CSR", "trained", DENOISE, published_names=("CSR",)),
+        _trained("csr"),
+    ),
+    "groupsc": (
+        MethodInfo("groupsc", "GroupSC", "trained", DENOISE, published_names=("GroupSC",)),
+        _trained("groupsc"),
     ),
 }
 

@@ -9,9 +9,9 @@
 - Backtracking (paper appendix B): every ``check_every`` steps the loss on a fixed batch is
   measured; when it exceeds ``backtrack_tol`` times the best so far, the last good snapshot is
   restored and the learning rate multiplied by ``backtrack_factor``.
-- Resumable: ``<out>/last.pt`` holds everything needed to continue (written every
-  ``save_every`` steps and at the end); a killed run restarts from it. All files load with
-  ``torch.load(..., weights_only=True)``.
+- Resumable: ``<out>/resume.pt`` holds everything needed to continue (written every
+  ``save_every`` steps); a killed run restarts from it, and a finished run deletes it. All
+  files load with ``torch.load(..., weights_only=True)``.
 - Outputs: ``<out>/model.pt`` (weights + config + budget), ``<out>/log.csv`` (the curve),
   ``<out>/train.json`` (budget: steps, wall time, hardware).
 """
@@ -118,16 +118,19 @@ def train(
     model_config: dict | None = None,
     init: Callable[[nn.Module], None] | None = None,
     progress: bool = True,
+    budget_name: str = "",
+    stop_after: int | None = None,
 ) -> dict:
     """Train ``model`` under ``cfg``; resume from ``out/last.pt`` if present. Returns the budget.
 
     ``init`` runs once on a fresh start (e.g. dictionary initialization) and its wall time is
-    recorded separately from the training time.
+    recorded separately from the training time. ``stop_after`` ends the loop after that many
+    steps *without* finishing the run, as a kill would (for tests of resumption).
     """
     torch.set_num_threads(cfg.threads)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    last = out / "last.pt"
+    last = out / "resume.pt"
     images = [img for _, img in load_dataset(cfg.dataset, cfg.mode)]
     torch.manual_seed(cfg.seed)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -172,12 +175,18 @@ def train(
             "good": good,
             "cfg": asdict(cfg),
         }
-        torch.save(ck, out / "last.tmp")
-        os.replace(out / "last.tmp", last)
+        torch.save(ck, out / "resume.tmp")
+        os.replace(out / "resume.tmp", last)
 
     bar = tqdm(total=cfg.max_steps, initial=state["step"], desc=out.name, disable=not progress)
     t_start = time.time() - state["elapsed"]
+    steps_this_call = 0
     while state["step"] < cfg.max_steps and state["elapsed"] < cfg.max_minutes * 60:
+        if stop_after is not None and steps_this_call >= stop_after:
+            bar.close()
+            save()
+            return {}
+        steps_this_call += 1
         step = state["step"]
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
@@ -215,8 +224,8 @@ def train(
         if state["step"] % cfg.save_every == 0:
             save()
     bar.close()
-    save()
     budget = {
+        "budget": budget_name,
         "steps": state["step"],
         "train_minutes": round(state["elapsed"] / 60, 2),
         "init_minutes": round(state["init_seconds"] / 60, 2),
@@ -242,6 +251,7 @@ def train(
         for e in log:
             f.write(",".join("" if e.get(k) is None else f"{e[k]:.6g}" for k in keys) + "\n")
     (out / "train.json").write_text(json.dumps(budget, indent=1) + "\n")
+    last.unlink(missing_ok=True)
     return budget
 
 

@@ -1,0 +1,134 @@
+"""Train one run of ``params.yaml`` (``train.runs.<name>``) under a budget preset.
+
+    python -m groupsc.fit sc_gray_25            # preset from train.budget (cpu by default)
+    python -m groupsc.fit sc_gray_25 --budget paper --max-steps 5   # smoke test of the paper one
+
+Writes ``checkpoints/<name>/{model.pt, log.csv, train.json}``. While it runs, a resume file
+``checkpoints/<name>/resume.pt`` (ignored by git) is refreshed; a killed run continues from it,
+and a finished run deletes it, so ``dvc repro --force`` trains from scratch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+
+from groupsc.paths import DataMissingError, repo_root
+
+MODEL_KINDS = ("sc", "csr", "groupsc", "dncnn", "dcsc")
+
+
+def load_params() -> dict:
+    """``params.yaml`` of the repository."""
+    return yaml.safe_load((repo_root() / "params.yaml").read_text())
+
+
+def build_model(kind: str, config: dict) -> torch.nn.Module:
+    """A fresh model of ``kind`` with keyword arguments ``config``."""
+    from groupsc.models import DCSC, DnCNN
+    from groupsc.models.sparse import SparseCoding
+
+    if kind in ("sc", "csr", "groupsc"):
+        prox = {"sc": "soft", "csr": "csr", "groupsc": "group"}[kind]
+        return SparseCoding(prox=prox, **config)
+    if kind == "dncnn":
+        return DnCNN(**config)
+    if kind == "dcsc":
+        return DCSC(**config)
+    raise KeyError(f"unknown model kind {kind!r}; known: {', '.join(MODEL_KINDS)}")
+
+
+def run_config(name: str, params: dict, budget: str | None = None) -> tuple[dict, dict]:
+    """(run entry, merged training settings) of run ``name`` under ``budget``."""
+    runs = params["train"]["runs"]
+    if name not in runs:
+        raise KeyError(f"unknown run {name!r}; runs in params.yaml: {', '.join(runs)}")
+    run = runs[name]
+    preset = budget or params["train"]["budget"]
+    presets = params["train"]["presets"]
+    if preset not in presets:
+        raise KeyError(f"unknown budget {preset!r}; presets: {', '.join(presets)}")
+    settings = {**presets[preset], **run.get("train", {}), **run.get(preset, {})}
+    settings["budget_name"] = preset
+    return run, settings
+
+
+def fit(
+    name: str,
+    budget: str | None = None,
+    max_steps: int | None = None,
+    out_root: str | Path | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train run ``name``; returns the recorded budget."""
+    from groupsc.train import TrainConfig, train
+
+    params = load_params()
+    run, settings = run_config(name, params, budget)
+    preset = settings.pop("budget_name")
+    init_cfg = settings.pop("init", None) or run.get("init")
+    if max_steps is not None:
+        settings["max_steps"] = max_steps
+    cfg = TrainConfig(**settings)
+    model_cfg = dict(run.get("model", {}))
+    model = build_model(run["kind"], model_cfg)
+    out = Path(out_root or repo_root() / "checkpoints") / name
+    init = _initializer(run, init_cfg, cfg) if init_cfg else None
+    result = train(
+        model,
+        cfg,
+        out,
+        model_config={"kind": run["kind"], **model_cfg},
+        init=init,
+        progress=progress,
+        budget_name=preset,
+    )
+    return result
+
+
+def _initializer(run: dict, init_cfg: dict, cfg):
+    """The one-time initialization of a fresh run (dictionary learning, or a trained run)."""
+
+    def init(model: torch.nn.Module) -> None:
+        if "from_run" in init_cfg:  # e.g. GroupSC starting from the trained SC weights
+            ck = torch.load(
+                repo_root() / "checkpoints" / init_cfg["from_run"] / "model.pt", weights_only=True
+            )
+            missing = model.load_state_dict(ck["model"], strict=False)
+            print(f"initialized from {init_cfg['from_run']} (new: {missing.missing_keys})")
+            return
+        from groupsc.dictionary import learn_dictionary, sample_patches
+
+        samples = sample_patches(
+            cfg.dataset, model.patch, init_cfg["patches"], mode=cfg.mode, seed=cfg.seed
+        )
+        dictionary = learn_dictionary(
+            samples, model.atoms, alpha=init_cfg["alpha"], epochs=init_cfg["epochs"], seed=cfg.seed
+        )
+        model.set_dictionary(dictionary, lam=init_cfg["lam"])
+
+    return init
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("run", help="a run name of params.yaml (train.runs)")
+    p.add_argument("--budget", default=None, help="preset name (default: train.budget)")
+    p.add_argument("--max-steps", type=int, default=None, help="override, for smoke tests")
+    p.add_argument("--out-root", default=None, help="default: checkpoints/")
+    args = p.parse_args(argv)
+    try:
+        budget = fit(args.run, args.budget, args.max_steps, args.out_root)
+    except (DataMissingError, KeyError, ValueError) as err:
+        print(f"error: {err.args[0] if isinstance(err, KeyError) else err}", file=sys.stderr)
+        return 2
+    print(budget)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
