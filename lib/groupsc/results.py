@@ -97,6 +97,7 @@ def comparison(
 
     Returns columns ``method, source, task, dataset, level, metric, measured, published,
     reference, delta`` (``delta = measured - published``; NaN where nothing was published).
+    Papers that print the same figure share one row, their references joined by ``;``.
     """
     s = summary if summary is not None else build_summary()
     pub = s[s.source == "published"]
@@ -123,11 +124,11 @@ def comparison(
         }
         if match.empty:
             rows.append({**base, "published": float("nan"), "reference": "", "delta": float("nan")})
-        for m in match.itertuples():
-            ref = f"{m.method}, {m.budget.removeprefix('paper: ')}"
-            rows.append(
-                {**base, "published": m.value, "reference": ref, "delta": r.value - m.value}
+        for value, same in match.groupby("value", sort=True):  # one row per distinct figure
+            refs = "; ".join(
+                f"{m.method}, {m.budget.removeprefix('paper: ')}" for m in same.itertuples()
             )
+            rows.append({**base, "published": value, "reference": refs, "delta": r.value - value})
     return pd.DataFrame(rows)
 
 
