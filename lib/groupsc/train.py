@@ -161,6 +161,7 @@ def train(
             init(model)
             state["init_seconds"] = time.time() - t0
         good = copy.deepcopy(model.state_dict())
+        state["init"] = good if sum(p.numel() for p in model.parameters()) < 10**6 else {}
     check_clean, check_obs = make_batch(images, cfg, step=-1)  # fixed batch for backtracking
 
     def lr_at(step: int) -> float:
@@ -242,6 +243,7 @@ def train(
             "model_config": model_config or {},
             "train_config": asdict(cfg),
             "budget": budget,
+            "init": state.get("init", {}),  # the weights before training (small models only)
         },
         out / "model.pt",
     )
