@@ -132,9 +132,20 @@ def comparison(
     return pd.DataFrame(rows)
 
 
-def main() -> int:
-    """Rebuild the summary and print measured-beside-published PSNR (used by ``make repro``)."""
-    path = write_summary()
+def main(argv: list[str] | None = None) -> int:
+    """Print measured-beside-published PSNR from ``results/summary.csv`` (``make repro``).
+
+    With ``--write``, first rebuild the summary from the records (the ``summary`` stage).
+    """
+    import argparse
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("--write", action="store_true", help="rebuild results/summary.csv first")
+    args = p.parse_args(argv)
+    path = write_summary() if args.write else results_dir() / "summary.csv"
+    if not path.exists():
+        print(f"error: {path} is missing; run `dvc repro` (or `make repro`)", file=sys.stderr)
+        return 2
     s = pd.read_csv(path)
     comp = comparison(s, metrics=("psnr", "psnrb"))
     speed = s[s.metric == "sec_per_image"].rename(columns={"value": "s/img"})
@@ -143,9 +154,10 @@ def main() -> int:
         on=["method", "task", "dataset", "level"],
         how="left",
     )
-    pd.set_option("display.width", 200)
-    pd.set_option("display.max_rows", 500)
-    print(f"{path} ({len(s)} rows)\n")
+    comp["reference"] = comp.reference.str.slice(0, 60)
+    pd.set_option("display.width", 250)
+    pd.set_option("display.max_rows", 1000)
+    print(f"{path.relative_to(repo_root())}: {len(s)} rows; measured beside published:\n")
     print(comp.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     return 0
 
