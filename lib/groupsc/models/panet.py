@@ -9,8 +9,9 @@ Structure (paper section 3.5, Fig. 3; implementation details section 4.2):
 - global pathway from the first feature to the last (``body(f) + f``), tail conv 3x3 to
   ``channels``. The output is the restored image itself: the paper describes only the feature
   pathway, and the authors' restoration code (``DN_RGB``/``Demosaic`` ``model/edsr.py``,
-  ``panet.py``) returns ``tail(body(f) + f)`` with no skip from the input image (its mean shift is
-  commented out). ``image_residual=True`` adds the input (``y + tail(...)``) as an option.
+  ``panet.py``; the CAR model ships only as ``.pyc``) returns ``tail(body(f) + f)`` with no skip
+  from the input image (its mean shift is commented out). ``image_residual=True`` adds the input
+  (``y + tail(...)``) as an option.
 - pyramid attention (eqs. 4-5): levels ``F_s = bicubic(x, floor(s H) x floor(s W))`` for
   ``s in {1.0, 0.9, 0.8, 0.7, 0.6}``; query ``f``, key ``g`` (1x1 conv 64 -> 32 + PReLU) and value
   ``theta`` (1x1 conv 64 -> 64 + PReLU); 3x3 region-to-region matching ``<f(x)_{3x3 at i},
