@@ -2,6 +2,8 @@
 
 from groupsc.models.dcsc import DCSC
 from groupsc.models.dncnn import DnCNN
+from groupsc.models.nsr import NSR, SparseConv2d
+from groupsc.models.panet import PANet, PyramidAttention
 
 
 def count_parameters(model) -> int:
@@ -9,4 +11,12 @@ def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-__all__ = ["DCSC", "DnCNN", "count_parameters"]
+__all__ = [
+    "DCSC",
+    "NSR",
+    "DnCNN",
+    "PANet",
+    "PyramidAttention",
+    "SparseConv2d",
+    "count_parameters",
+]
