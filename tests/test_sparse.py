@@ -58,8 +58,9 @@ def test_sc_mask_of_ones_is_denoising():
 @pytest.mark.parametrize("prox", ["group", "csr"])
 def test_nonlocal_models_run_and_backpropagate(prox):
     torch.manual_seed(0)
-    model = SparseCoding(patch=5, atoms=16, steps=4, prox=prox, window=24, refresh=2,
-                         block_stride=20)
+    model = SparseCoding(
+        patch=5, atoms=16, steps=4, prox=prox, window=24, refresh=2, block_stride=20
+    )
     y = torch.rand(2, 1, 24, 24)
     num, den = model.sums(y)
     ((num / den - y) ** 2).mean().backward()

@@ -25,8 +25,7 @@ def test_batches_depend_only_on_seed_and_step(have_data):
 
 
 def test_resume_gives_the_same_weights(tmp_path, have_data):
-    cfg = TrainConfig(batch=2, crop=24, max_steps=4, check_every=2, save_every=1,
-                      decay_every=2)
+    cfg = TrainConfig(batch=2, crop=24, max_steps=4, check_every=2, save_every=1, decay_every=2)
     straight = _tiny()
     train(straight, cfg, tmp_path / "a", progress=False)
     # an interrupted run: killed after 2 steps, then resumed to the end
