@@ -29,6 +29,7 @@ Reference settings (paper appendix Table 4, gray denoising): ``p = 9``, 256 atom
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -37,6 +38,26 @@ from groupsc import patches as P
 from groupsc import prox as PX
 
 PROXES = ("soft", "group", "csr")
+
+
+@dataclass
+class Encoding:
+    """The state of the unrolled algorithm on one block.
+
+    ``alpha``: codes ``(atoms, N L)`` (patch ``l`` of image ``i`` in column ``i L + l``);
+    ``mu``: patch means ``(N, C, 1, L)``; ``sim``: the last similarity ``(N, L, L)`` (non-local
+    models, else None); ``size``: the block's ``(h, w)``; ``n_img``: N.
+    """
+
+    alpha: torch.Tensor
+    mu: torch.Tensor
+    sim: torch.Tensor | None
+    size: tuple[int, int]
+    n_img: int
+
+    def codes(self) -> torch.Tensor:
+        """Codes as ``(N, atoms, L)``."""
+        return self.alpha.view(self.alpha.shape[0], self.n_img, -1).transpose(0, 1)
 
 
 class SparseCoding(nn.Module):
@@ -129,8 +150,8 @@ class SparseCoding(nn.Module):
             out = PX.CSR(lam, self.gamma[k].clamp_min(0)[:, None], beta).prox(bb)
         return out.transpose(0, 1).reshape(n, -1)
 
-    def sums(self, y: torch.Tensor, mask: torch.Tensor | None = None) -> P.Sums:
-        """Restore one block; returns (sum, count) of its patch estimates, see :func:`P.fold_sums`.
+    def encode(self, y: torch.Tensor, mask: torch.Tensor | None = None) -> Encoding:
+        """Run the K unrolled steps on one block (Algorithm 1); see :class:`Encoding`.
 
         ``y``: ``(N, C, h, w)`` with ``h, w <= window`` for non-local models.
         ``mask``: optional ``(N, C, h, w)`` measurement mask (1 = observed).
@@ -146,25 +167,35 @@ class SparseCoding(nn.Module):
         m, length = yc.shape[1], yc.shape[2]
         flat = yc.transpose(0, 1).reshape(m, n_img * length)  # (m, N L): one GEMM per product
         mflat = None if mp is None else mp.transpose(0, 1).reshape(m, n_img * length)
-
-        def image(codes: torch.Tensor) -> torch.Tensor:  # intermediate estimate for Sigma
-            est = (self.W @ codes).view(m, n_img, length).transpose(0, 1)
-            return P.average(P.uncenter(est, mu), size, self.patch)
-
+        enc = Encoding(flat.new_zeros(self.atoms, n_img * length), mu, None, size, n_img)
         nonlocal_ = self.prox != "soft"
-        sim = self.similarity(y) if nonlocal_ else None
-        nu = torch.sigmoid(self.nu_logit) if nonlocal_ else None
-        alpha = flat.new_zeros(self.atoms, n_img * length)
+        if nonlocal_:
+            enc.sim = self.similarity(y)
+            nu = torch.sigmoid(self.nu_logit)
         ct = self.C.t()
         for k in range(self.steps):
             if nonlocal_ and k > 0 and k % self.refresh == 0:
-                sim = (1 - nu) * sim + nu * self.similarity(image(alpha))
-            resid = flat - self.D @ alpha
+                enc.sim = (1 - nu) * enc.sim + nu * self.similarity(self.decode(enc))
+            resid = flat - self.D @ enc.alpha
             if mflat is not None:
                 resid = resid * mflat
-            alpha = self._prox(alpha + ct @ resid, k, sim, n_img)
-        est = (self.W @ alpha).view(m, n_img, length).transpose(0, 1)
-        return P.fold_sums(P.uncenter(est, mu), size, self.patch)
+            enc.alpha = self._prox(enc.alpha + ct @ resid, k, enc.sim, n_img)
+        return enc
+
+    def decode_sums(self, enc: Encoding) -> P.Sums:
+        """Patch estimates ``W alpha + mu`` put back: (sum, count) per pixel."""
+        m = self.W.shape[0]
+        est = (self.W @ enc.alpha).view(m, enc.n_img, -1).transpose(0, 1)
+        return P.fold_sums(P.uncenter(est, enc.mu), enc.size, self.patch)
+
+    def decode(self, enc: Encoding) -> torch.Tensor:
+        """The image estimate of an encoding (eq. 6): ``(N, C, h, w)``."""
+        num, den = self.decode_sums(enc)
+        return num / den
+
+    def sums(self, y: torch.Tensor, mask: torch.Tensor | None = None) -> P.Sums:
+        """Restore one block: the (sum, count) of its patch estimates, see :func:`P.fold_sums`."""
+        return self.decode_sums(self.encode(y, mask))
 
     def forward(self, y: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Restore ``(N, C, H, W)``; images larger than the window go block by block."""
