@@ -1,0 +1,53 @@
+"""Small plotting helpers shared by the notebooks (matplotlib only)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+
+def atom_grid(
+    dictionary: torch.Tensor | np.ndarray, patch: int, channels: int = 1, cols: int | None = None
+) -> np.ndarray:
+    """Tile the atoms (columns of ``(C p^2, n)``) into one image, each atom contrast-stretched.
+
+    Returns ``(rows (p+1) - 1, cols (p+1) - 1)`` for gray or with a trailing 3 for color; a
+    one-pixel white gap separates atoms. Atoms are ordered as given.
+    """
+    d = dictionary.detach().cpu().numpy() if isinstance(dictionary, torch.Tensor) else dictionary
+    m, n = d.shape
+    if m != channels * patch * patch:
+        raise ValueError(f"dictionary has {m} rows, expected {channels} x {patch}^2")
+    cols = cols or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    step = patch + 1
+    shape = (rows * step - 1, cols * step - 1) + ((3,) if channels == 3 else ())
+    grid = np.ones(shape, dtype=np.float32)
+    for k in range(n):
+        atom = d[:, k].reshape(channels, patch, patch).transpose(1, 2, 0)
+        lo, hi = atom.min(), atom.max()
+        atom = (atom - lo) / (hi - lo) if hi > lo else np.full_like(atom, 0.5)
+        r, c = divmod(k, cols)
+        block = atom[..., 0] if channels == 1 else atom
+        grid[r * step : r * step + patch, c * step : c * step + patch] = block
+    return grid
+
+
+def show_row(images: list[tuple[np.ndarray, str]], size: float = 4.0, crop=None):
+    """Show images side by side with titles; ``crop`` is an optional (slice, slice)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(images), figsize=(size * len(images), size))
+    for ax, (img, title) in zip(np.atleast_1d(axes), images, strict=True):
+        img = np.clip(img, 0, 1)
+        if crop is not None:
+            img = img[crop]
+        ax.imshow(
+            img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest"
+        )
+        ax.set_title(title, fontsize=10)
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
