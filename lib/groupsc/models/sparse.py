@@ -107,7 +107,7 @@ class SparseCoding(nn.Module):
             self.kappa = nn.Parameter(torch.ones(m))  # learned distance weights (eq. 12)
             self.nu_logit = nn.Parameter(torch.zeros(1))  # online averaging weight, sigmoid
         if prox == "csr":
-            self.gamma = nn.Parameter(torch.full((steps, atoms), 1.0))
+            self.gamma = nn.Parameter(torch.ones(steps))  # one CSR weight per step (68k total)
 
     # -- initialization ---------------------------------------------------------------------
     @torch.no_grad()
@@ -147,7 +147,7 @@ class SparseCoding(nn.Module):
             out = PX.RelaxedGroupLasso(lam, sim).prox(bb)
         else:
             beta = PX.similarity_average(bb, sim)
-            out = PX.CSR(lam, self.gamma[k].clamp_min(0)[:, None], beta).prox(bb)
+            out = PX.CSR(lam, self.gamma[k].clamp_min(0), beta).prox(bb)
         return out.transpose(0, 1).reshape(n, -1)
 
     def encode(self, y: torch.Tensor, mask: torch.Tensor | None = None) -> Encoding:
