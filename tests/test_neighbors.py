@@ -10,6 +10,16 @@ from groupsc import prox as PX
 pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread (two threads on a busy 2-core machine made gradcheck 20x
+    slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def dense_dist(x: torch.Tensor, patch: int, kappa: torch.Tensor) -> torch.Tensor:
     """Brute-force ``(N, L, L)`` squared learned distances (eq. 12)."""
     z = P.extract(x, patch) * kappa[None, :, None]  # (N, m, L)
@@ -163,6 +173,28 @@ def test_gradcheck_knn_prox_end_to_end():
     assert torch.autograd.gradcheck(f, args)
 
 
+@pytest.mark.parametrize("per_atom", [True, False])
+def test_gradcheck_fused_prox_in_codes_values_and_thresholds(per_atom):
+    x, kappa, (hp, wp) = setup((1, 1, 7, 7))
+    sim = NB.knn_similarity(x, 3, kappa, radius=2, k=6)
+    g = torch.Generator().manual_seed(3)
+    codes = torch.randn(1, 4, hp * wp, generator=g, dtype=torch.float64).requires_grad_()
+    lam = (torch.rand(4, 1, generator=g, dtype=torch.float64) if per_atom
+           else torch.tensor(0.4, dtype=torch.float64)).requires_grad_()
+    vals = sim.values.clone().requires_grad_()
+
+    def f(c, v, t):
+        return NB.SparseRelaxedGroupLasso(t, sim.with_values(v)).prox(c)
+
+    out = f(codes, vals, lam)
+    assert (out == 0).any() and (out != 0).any()  # both branches of the max are exercised
+    assert torch.autograd.gradcheck(f, (codes, vals, lam))
+    # and the fused step agrees with the formula through autograd
+    norm = NB.weighted_sq_norms(codes.pow(2), sim.with_values(vals)).sqrt()
+    ref = torch.relu(1 - lam * sim.with_values(vals).row_sums().sqrt()[:, None] / norm) * codes
+    torch.testing.assert_close(out, ref)
+
+
 def test_tracker_window_mode_is_top_k_of_the_dense_average():
     x, kappa, _ = setup((1, 1, 10, 10))
     x2, _, _ = setup((1, 1, 10, 10), seed=1)
@@ -191,3 +223,12 @@ def test_tracker_fixed_mode_keeps_the_neighbours():
     torch.testing.assert_close(sim.values, 0.75 * first.values + 0.25 * torch.exp(-dist2))
     with pytest.raises(ValueError):
         NB.KnnTracker(3, 2, 6, mode="union")
+
+
+def test_gradcheck_pair_distances():
+    x, kappa, _ = setup((2, 1, 6, 6))
+    sim = NB.knn_similarity(x, 3, kappa, radius=1, k=4)
+    ref = NB.local_distances(x, 3, kappa, 1)[0].reshape(-1)[sim.slot]
+    torch.testing.assert_close(NB.pair_distances(x, 3, kappa, sim), ref)
+    args = (x.clone().requires_grad_(), kappa.clone().requires_grad_())
+    assert torch.autograd.gradcheck(lambda xx, kk: NB.pair_distances(xx, 3, kk, sim), args)
