@@ -11,26 +11,39 @@ graph:
    compared with the patches whose corner lies within ``+-radius`` pixels,
    ``O = (2 radius + 1)^2`` candidates. For each offset ``o = (dy, dx)`` the distance of all
    patches at once is a convolution of the squared difference image
-   ``(x - shift_o x)^2`` with the ``kappa^2`` kernel (one ``p x p`` kernel per channel); all
-   offsets run as one depthwise convolution, with a hand-written backward (the generic one is
-   about 10x slower on CPU). ``O m L`` multiply-adds instead of ``m L^2``.
+   ``(x - shift_o x)^2`` with the ``kappa^2`` kernel (one ``p x p`` kernel per channel); the
+   offsets run as one grouped convolution with a hand-written backward (the generic one was
+   about 10x slower here). The distance is symmetric, so only half the offsets are computed
+   and the other half is read back shifted: ``O m L / 2`` multiply-adds instead of ``m L^2``.
 2. **k nearest neighbours** (:func:`knn_select`): the ``k`` largest similarities of each row
-   are kept; the patch itself is always one of them (its similarity is 1).
+   are kept; the patch itself is always one of them (its similarity is 1, ties included).
 3. **Sparse aggregation** (:func:`aggregate`, :func:`weighted_sq_norms`,
-   :func:`weighted_average`): a CSR matrix-dense product (``torch.sparse_csr_tensor``), whose
-   backward is a product with the stored transpose (codes) and a sampled dense-dense product
-   (``torch.sparse.sampled_addmm``, similarities). On this project's CPU it beat a COO product,
-   an ``index_select`` loop and ``torch.gather`` in both directions (see
-   ``benchmarks/bench_neighbors.py``).
+   :func:`weighted_average`, :class:`SparseRelaxedGroupLasso`): a CSR matrix-dense product
+   (``torch.sparse_csr_tensor``, int32 indices) whose backward is a product with the stored
+   transpose (codes) and a sampled dense-dense product (``torch.sparse.sampled_addmm``,
+   similarities). Measured on this project's 2-core CPU (``benchmarks/bench_neighbors.py``,
+   n = 256, L = 2304, k = 16, one thread), forward / forward + backward: CSR 1.0 / 5 ms,
+   COO 1.6 / 38 ms, ``index_select`` loop 3.5-11 / 24-31 ms, ``torch.gather`` 65 / 132 ms;
+   dense ``(B*B) @ Sigma`` 28 / 85 ms. The prox of eq. (11) is one fused autograd function
+   (the autograd chain of ``RelaxedGroupLasso`` spends more time in the backward of its
+   broadcast division than in the sparse product).
 4. **Online averaging** (:class:`KnnTracker`): ``Sigma <- (1 - nu) Sigma + nu Sigma_new``
    (paper section 3.3). Default ``mode="window"``: the averaging is done exactly on the whole
    search window, an ``(N, L, O)`` tensor, and the ``k`` neighbours are re-selected from the
-   averaged similarities at every refresh. Since a refresh must compute all the window
-   distances anyway to search for neighbours, this costs only ``exp`` and a top-k on
-   ``N L O`` numbers, and it equals "dense GroupSC restricted to the window, then top-k" (a
-   union of the successive neighbour sets would approximate the same thing with more
-   non-zeros). ``mode="fixed"`` keeps the neighbours found on the input and only updates their
-   weights (distances on the ``N L k`` kept pairs, no window search after the first).
+   averaged similarities at every refresh: the top-k of "dense GroupSC restricted to the
+   window". A refresh must compute all the window distances anyway to search for neighbours,
+   so this costs only ``exp`` and a top-k on ``N L O`` numbers more than the search; a union of
+   the successive neighbour sets would approximate the same average with more non-zeros, so
+   it is not offered. ``mode="fixed"`` keeps the neighbours found on the input and only
+   averages their weights (distances on the ``N L k`` kept pairs by a sampled product, no
+   search after the first): about 20% faster end to end, and as close to the dense model on
+   the benchmark's (untrained) proxy; which one a trained model prefers is to be measured.
+
+Speed (benchmark above, one 56 x 56 block, 24 steps, one thread on a shared CPU): the
+similarity plus the prox, dense 42 ms per step, are 3-4 ms per step at ``radius = 7``,
+``k = 16``; the two LISTA products (2 x 81 x 256 x L, 2.2 ms per step) are untouched, so a
+whole forward goes from 945 ms to 161 ms (``window``) or 125 ms (``fixed``), 6-7.5x, and a
+forward + backward 6-7x. The codes are best kept as rows ``(N L, n)`` (see :func:`aggregate`).
 
 Conventions. Patches are the columns of :func:`groupsc.patches.extract` (``F.unfold``):
 patch ``i = a W' + b`` has its top-left corner at ``(a, b)``, ``H' = H - p + 1``,
@@ -273,8 +286,8 @@ class SparseSimilarity:
     ) -> SparseSimilarity:
         """Build from entries sorted by ``row`` then ``col`` (global indices, no duplicates)."""
         size = batch * length
-        if size * length >= 2**31:
-            raise ValueError("too many patches for int32 sparse indices")
+        if max(size, row.numel()) >= 2**31:
+            raise ValueError("too many patches or pairs for int32 sparse indices")
         col = col.long()
         crow = torch.zeros(size + 1, dtype=torch.int32, device=row.device)
         crow[1:] = torch.cumsum(torch.bincount(row, minlength=size), 0)
@@ -479,45 +492,47 @@ def weighted_average(alpha: Tensor, sim: SparseSimilarity, eps: float = 1e-12) -
 class _GroupProx(torch.autograd.Function):
     """The prox of eq. (11) on rows ``x`` ``(M, n)``, fused, with a hand-written backward.
 
-    ``t = lam sqrt(mass_i) / sqrt(max(sum_l S_il x_l^2, eps^2))``, ``out = max(1 - t, 0) x``.
-    Autograd through the same formulas spends most of its time in the backward of the
-    broadcast division and in allocating temporaries; this keeps a few in-place passes over
-    ``(M, n)`` plus the sparse products. Saved: ``x``, ``1 / norm`` and ``shrink = max(1 - t, 0)``
-    (``t = 1 - shrink`` wherever the gradient through ``t`` is not 0).
+    ``q = sqrt(mass_i) / sqrt(max(sum_l S_il x_l^2, eps^2))``, ``t = lam q``,
+    ``out = max(1 - t, 0) x``. Autograd through the same formulas spends most of its time in
+    the backward of the broadcast division and in allocating temporaries; this keeps a few
+    in-place passes over ``(M, n)`` plus the sparse products. Saved: ``x``, ``q`` and
+    ``shrink = max(1 - t, 0)`` (``t = 1 - shrink`` wherever the gradient through ``t`` is not 0).
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, values: Tensor, lam: Tensor, sim: SparseSimilarity,
                 eps: float) -> Tensor:  # x (M, n) contiguous, lam (1, n) or (1, 1)
-        size = sim.batch * sim.length
-        inv = _csr_mm(sim.crow, sim.col, values, x * x)  # squared weighted norms
-        inv.clamp_min_(eps * eps).rsqrt_()
-        rm = values.new_zeros(size).index_add_(0, sim.row, values).sqrt_().unsqueeze(1)
-        shrink = torch.mul(inv, rm).mul_(lam).neg_().add_(1.0).clamp_min_(0.0)
-        ctx.save_for_backward(x, values, lam, rm, inv, shrink, sim.crow, sim.col, sim.row,
+        mass = values.new_zeros(sim.batch * sim.length).index_add_(0, sim.row, values)
+        rm = mass.sqrt().unsqueeze(1)  # (M, 1)
+        q = _csr_mm(sim.crow, sim.col, values, x * x)  # squared weighted norms
+        q.clamp_min_(eps * eps).rsqrt_().mul_(rm)
+        shrink = torch.addcmul(x.new_ones(()), q, lam, value=-1.0).clamp_min_(0.0)
+        if not any(ctx.needs_input_grad[:3]):  # inference: no saved tensors, no extra buffer
+            return shrink.mul_(x)
+        ctx.save_for_backward(x, values, lam, mass, q, shrink, sim.crow, sim.col, sim.row,
                               sim.t_crow, sim.t_col, sim.t_perm)
-        ctx.size = size
+        ctx.size = sim.batch * sim.length
         return shrink * x
 
     @staticmethod
     def backward(ctx, g: Tensor) -> tuple[Tensor | None, ...]:
-        x, values, lam, rm, inv, shrink, crow, col, row, t_crow, t_col, t_perm = ctx.saved_tensors
+        x, values, lam, mass, q, shrink, crow, col, row, t_crow, t_col, t_perm = ctx.saved_tensors
         need_x, need_v, need_lam = ctx.needs_input_grad[:3]
         g = g.contiguous()
-        # w = -(d loss / d t) / norm, with d out / d t = -x where t < 1 (shrink > 0), else 0
-        w = (g * x).masked_fill_(shrink == 0, 0.0).mul_(inv)
+        # w = -(d loss / d t) q, with d out / d t = -x where t < 1 (shrink > 0), else 0
+        w = (g * x).masked_fill_(shrink == 0, 0.0).mul_(q)
         gx = gv = glam = None
-        if need_lam:
-            glam = -(rm.t() @ w)  # t = lam rm inv
+        if need_lam:  # t = lam q
+            glam = -w.sum(0, keepdim=True)
             if lam.shape[1] == 1:
                 glam = glam.sum(1, keepdim=True)
-        if need_v:
-            grm = -(w @ lam.t()) if lam.shape[1] > 1 else -w.sum(1, keepdim=True) * lam
-            gmass = (grm / (2 * rm.clamp_min(1e-30))).squeeze(1)  # d sqrt(m) = dm / 2 sqrt(m)
-        # d loss / d n2 = (d loss / d t) (-t / (2 n2)) = w t inv / 2; 0 where n2 was floored
+        if need_v:  # q = sqrt(mass) / norm: d loss / d mass = -(w lam^T) / (2 mass)
+            wl = w @ lam.t() if lam.shape[1] > 1 else w.sum(1, keepdim=True) * lam
+            gmass = -(wl.squeeze(1) / (2 * mass.clamp_min(1e-30)))
+        # d loss / d n2 = (d loss / d t)(-t / (2 n2)) = w q t / (2 mass); 0 where n2 was floored
         # (there every x_l of the row is 0, so w = 0)
-        gn2 = w.mul_(inv).mul_(0.5)
-        gn2.addcmul_(gn2, shrink, value=-1.0)  # times t = 1 - shrink
+        gn2 = w.mul_(q)
+        gn2.addcmul_(gn2, shrink, value=-1.0).mul_((0.5 / mass.clamp_min(1e-30)).unsqueeze(1))
         if need_x:
             gx2 = _csr_mm(t_crow, t_col, values[t_perm], gn2)
             gx = torch.mul(shrink, g).addcmul_(gx2, x, value=2.0)
