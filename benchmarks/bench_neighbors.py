@@ -104,8 +104,12 @@ def backends_table(reps: int) -> None:
 
     print("\n1. aggregation back-ends, n = 256, L = 2304, k = 16, batch 1 (ms)")
     print(f"{'back-end':<22}{'forward':>10}{'fwd+bwd':>10}")
-    for name, fn in (("torch.gather", gather), ("index_select loop", loop), ("sparse COO", coo),
-                     ("sparse CSR (used)", csr)):
+    for name, fn in (
+        ("torch.gather", gather),
+        ("index_select loop", loop),
+        ("sparse COO", coo),
+        ("sparse CSR (used)", csr),
+    ):
         v = sim.values.clone().requires_grad_()
         r = rows.clone().requires_grad_()
         f = timeit(no_grad(lambda fn=fn, v=v, r=r: fn(v, r)), reps)
@@ -156,8 +160,14 @@ def time_case(
             return PX.RelaxedGroupLasso(lam, sv).prox(bg)
         return NB.SparseRelaxedGroupLasso(lam, s0.with_values(sv)).prox(bg)
 
-    return (sim_f, sim_fb, timeit(no_grad(agg), reps), timeit(fwd_bwd(agg, [sv, bg]), reps),
-            timeit(no_grad(prox), reps), timeit(fwd_bwd(prox, [sv, bg]), reps))
+    return (
+        sim_f,
+        sim_fb,
+        timeit(no_grad(agg), reps),
+        timeit(fwd_bwd(agg, [sv, bg]), reps),
+        timeit(no_grad(prox), reps),
+        timeit(fwd_bwd(prox, [sv, bg]), reps),
+    )
 
 
 def lista_times(nb: int, reps: int) -> tuple[float, float]:
@@ -176,14 +186,20 @@ def lista_times(nb: int, reps: int) -> tuple[float, float]:
 def components_table(batches: list[int], settings: list[tuple[int, int]], reps: int) -> None:
     torch.manual_seed(0)
     length = (BLOCK - PATCH + 1) ** 2
-    print("\n2. components per block batch (ms); step = 2 LISTA products + prox + 5/24 "
-          "similarity;\n   x = speedup of the step over dense")
+    print(
+        "\n2. components per block batch (ms); step = 2 LISTA products + prox + 5/24 "
+        "similarity;\n   x = speedup of the step over dense"
+    )
     lista = {nb: lista_times(nb, reps) for nb in batches}
     for nb in batches:
-        print(f"   LISTA products (2 x 81 x {ATOMS} x L per image), batch {nb}: forward "
-              f"{lista[nb][0]:.2f}, fwd+bwd {lista[nb][1]:.2f} (the same for both methods)")
-    print(f"{'batch':>5} {'method':<13}{'sim fwd':>9}{'sim f+b':>9}{'agg fwd':>9}{'agg f+b':>9}"
-          f"{'prox fwd':>9}{'prox f+b':>9}{'step fwd':>9}{'step f+b':>9}{'x fwd':>7}{'x f+b':>7}")
+        print(
+            f"   LISTA products (2 x 81 x {ATOMS} x L per image), batch {nb}: forward "
+            f"{lista[nb][0]:.2f}, fwd+bwd {lista[nb][1]:.2f} (the same for both methods)"
+        )
+    print(
+        f"{'batch':>5} {'method':<13}{'sim fwd':>9}{'sim f+b':>9}{'agg fwd':>9}{'agg f+b':>9}"
+        f"{'prox fwd':>9}{'prox f+b':>9}{'step fwd':>9}{'step f+b':>9}{'x fwd':>7}{'x f+b':>7}"
+    )
     frac = 5 / STEPS
     for nb in batches:
         x = torch.rand(nb, 1, BLOCK, BLOCK)
@@ -247,7 +263,7 @@ def test_block(seed: int = 0) -> torch.Tensor:
         from groupsc.data import image_paths, load_image
 
         path = next(p for p in image_paths("Set12") if p.stem == "05")
-        img = torch.from_numpy(load_image(path))[100:100 + BLOCK, 100:100 + BLOCK]
+        img = torch.from_numpy(load_image(path))[100 : 100 + BLOCK, 100 : 100 + BLOCK]
         return img[None, None].float()
     except Exception:
         g = torch.Generator().manual_seed(seed)
@@ -260,11 +276,17 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(10 * torch.log10(1 / ((a - b) ** 2).mean()))
 
 
-def end_to_end_table(settings: list[tuple[int, int]], reps: int, batch8: bool,
-                     checkpoint: str | None, modes: list[str]) -> None:
+def end_to_end_table(
+    settings: list[tuple[int, int]],
+    reps: int,
+    batch8: bool,
+    checkpoint: str | None,
+    modes: list[str],
+    sigma: float,
+) -> None:
     torch.manual_seed(0)
     clean = test_block()
-    noisy = clean + 25 / 255 * torch.randn_like(clean)
+    noisy = clean + sigma / 255 * torch.randn_like(clean)
     if checkpoint:
         ck = torch.load(checkpoint, weights_only=True)
         cfg = {k: v for k, v in ck["model_config"].items() if k not in ("kind", "prox")}
@@ -285,42 +307,75 @@ def end_to_end_table(settings: list[tuple[int, int]], reps: int, batch8: bool,
             dense.lam.fill_(best[1])
         source = f"untrained: DCT dictionary, lam = {best[1]} (best SC on the block), kappa = 1"
     state = dense.state_dict()
-    print(f"\n3. end to end, one {BLOCK}x{BLOCK} block, {dense.steps} steps, refresh every "
-          f"{dense.refresh} ({source}); sigma = 25 noise")
-    print(f"{'method':<24}{'fwd b1':>9}{'f+b b1':>9}{'fwd b8':>9}{'x fwd':>7}{'x f+b':>7}"
-          f"{'vs dense':>10}{'PSNR':>8}")
+    print(
+        f"\n3. end to end, one {BLOCK}x{BLOCK} block, {dense.steps} steps, refresh every "
+        f"{dense.refresh} ({source}); sigma = {sigma:g} noise.\n   vs dense: PSNR (dB) between "
+        "this output and the dense one; mass: share of the dense Sigma row mass kept on the"
+        "\n   input; SC: the same model without similarities (soft-thresholding), the floor "
+        "of any GroupSC variant's time"
+    )
+    print(
+        f"{'method':<24}{'fwd b1':>9}{'f+b b1':>9}{'fwd b8':>9}{'x fwd':>7}{'x f+b':>7}"
+        f"{'vs dense':>10}{'PSNR':>8}{'mass':>7}"
+    )
+    with torch.no_grad():
+        dense_mass = dense.similarity(noisy).sum(-1)
     batch = noisy.repeat(8, 1, 1, 1) + 0.0
     ref_out = None
     ref_t = None
-    variants = [("dense", None)] + [
+    variants = [("dense", None), ("SC (no Sigma)", "soft")] + [
         (f"r={r} k={k} {mode}", (r, k, mode)) for mode in modes for r, k in settings
     ]
     for name, cfgv in variants:
+        mass = float("nan")
         if cfgv is None:
             model = dense
+        elif cfgv == "soft":
+            model = SparseCoding(
+                patch=dense.patch, atoms=dense.atoms, steps=dense.steps, channels=dense.channels
+            )
+            model.load_state_dict(state, strict=False)
         else:
             r, k, mode = cfgv
-            model = KnnGroupSC(patch=dense.patch, atoms=dense.atoms, steps=dense.steps,
-                               channels=dense.channels, window=dense.window,
-                               refresh=dense.refresh, radius=r, k=k, mode=mode)
+            model = KnnGroupSC(
+                patch=dense.patch,
+                atoms=dense.atoms,
+                steps=dense.steps,
+                channels=dense.channels,
+                window=dense.window,
+                refresh=dense.refresh,
+                radius=r,
+                k=k,
+                mode=mode,
+            )
             model.load_state_dict(state)
+            with torch.no_grad():
+                sim = NB.knn_similarity(noisy, dense.patch, dense.kappa, r, k)
+                mass = float((sim.row_sums() / dense_mass).mean())
 
         def fwd(model=model, inp=noisy):
             num, den = model.sums(inp)
             return num / den
 
         t_f = timeit(no_grad(fwd), reps)
-        params = [model.C, model.D, model.kappa, model.lam]
+        params = [model.C, model.D, model.lam]
+        if hasattr(model, "kappa"):
+            params += [model.kappa, model.nu_logit]
         t_fb = timeit(fwd_bwd(fwd, params), max(1, reps // 2))
-        t_8 = (timeit(no_grad(lambda model=model: fwd(model, batch)), 1, warm=False) if batch8
-               else float("nan"))
+        t_8 = (
+            timeit(no_grad(lambda model=model: fwd(model, batch)), 1, warm=False)
+            if batch8
+            else float("nan")
+        )
         with torch.no_grad():
             out = fwd().clamp(0, 1)
         if ref_out is None:
             ref_out, ref_t = out, (t_f, t_fb)
         gap = psnr(out, ref_out) if cfgv else float("inf")
-        print(f"{name:<24}{t_f:>9.1f}{t_fb:>9.1f}{t_8:>9.1f}{ref_t[0] / t_f:>7.1f}"
-              f"{ref_t[1] / t_fb:>7.1f}{gap:>10.1f}{psnr(out, clean):>8.2f}")
+        print(
+            f"{name:<24}{t_f:>9.1f}{t_fb:>9.1f}{t_8:>9.1f}{ref_t[0] / t_f:>7.1f}"
+            f"{ref_t[1] / t_fb:>7.1f}{gap:>10.1f}{psnr(out, clean):>8.2f}{mass:>7.2f}"
+        )
     print(f"{'noisy input':<24}{'':>51}{psnr(noisy.clamp(0, 1), clean):>8.2f}")
 
 
@@ -330,16 +385,19 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="batch 1 only, fewer settings")
     ap.add_argument("--checkpoint", default=None, help="model.pt of a trained GroupSC")
+    ap.add_argument("--sigma", type=float, default=25.0, help="noise level of table 3 (/255)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); block {BLOCK}, "
-          f"patch {PATCH}, {ATOMS} atoms, L = {(BLOCK - PATCH + 1) ** 2}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); block {BLOCK}, "
+        f"patch {PATCH}, {ATOMS} atoms, L = {(BLOCK - PATCH + 1) ** 2}"
+    )
     settings = [(7, 16)] if args.quick else [(5, 16), (7, 8), (7, 16), (7, 32), (10, 16)]
     backends_table(args.reps)
     components_table([1] if args.quick else [1, 8], settings, args.reps)
     e2e = [(7, 16)] if args.quick else [(5, 16), (7, 8), (7, 16), (10, 16), (7, 32)]
     modes = ["window", "fixed"]
-    end_to_end_table(e2e, args.reps, not args.quick, args.checkpoint, modes)
+    end_to_end_table(e2e, args.reps, not args.quick, args.checkpoint, modes, args.sigma)
 
 
 if __name__ == "__main__":

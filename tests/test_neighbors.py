@@ -74,10 +74,12 @@ def test_full_window_and_all_neighbours_is_the_dense_model():
     torch.testing.assert_close(sim.to_dense(), sigma, atol=1e-5, rtol=1e-5)
 
     b = torch.randn(2, 5, length)
-    torch.testing.assert_close(NB.weighted_sq_norms(b * b, sim), (b * b) @ sigma,
-                               atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(NB.weighted_average(b, sim), PX.similarity_average(b, sigma),
-                               atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        NB.weighted_sq_norms(b * b, sim), (b * b) @ sigma, atol=1e-4, rtol=1e-4
+    )
+    torch.testing.assert_close(
+        NB.weighted_average(b, sim), PX.similarity_average(b, sigma), atol=1e-5, rtol=1e-4
+    )
     lam = torch.rand(5, 1) * 0.5
     dense, sparse = PX.RelaxedGroupLasso(lam, sigma), NB.SparseRelaxedGroupLasso(lam, sim)
     torch.testing.assert_close(sparse.prox(b), dense.prox(b), atol=1e-5, rtol=1e-4)
@@ -85,8 +87,9 @@ def test_full_window_and_all_neighbours_is_the_dense_model():
     # the flat (atoms, N L) layout of SparseCoding
     flat = b.transpose(0, 1).reshape(5, -1)
     out = NB.SparseRelaxedGroupLasso(lam, sim).prox(flat)
-    torch.testing.assert_close(out, dense.prox(b).transpose(0, 1).reshape(5, -1),
-                               atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        out, dense.prox(b).transpose(0, 1).reshape(5, -1), atol=1e-5, rtol=1e-4
+    )
 
 
 def test_full_window_gradients_match_the_dense_model():
@@ -122,12 +125,12 @@ def test_partial_window_keeps_the_top_k_with_dense_values(k):
     assert torch.equal(counts, n_valid.clamp_max(k))  # k per row, fewer only at the border
     for n in range(2):
         for i in range(hp * wp):
-            cols = sim.col[sim.crow[n * hp * wp + i]:sim.crow[n * hp * wp + i + 1]]
+            cols = sim.col[sim.crow[n * hp * wp + i] : sim.crow[n * hp * wp + i + 1]]
             assert i + n * hp * wp in cols.tolist()  # the patch itself
             assert torch.all(cols[1:] > cols[:-1])  # sorted, no duplicates
-            others = sim.values[sim.crow[n * hp * wp + i]:sim.crow[n * hp * wp + i + 1]]
+            others = sim.values[sim.crow[n * hp * wp + i] : sim.crow[n * hp * wp + i + 1]]
             if counts[n, i] < n_valid[n, i]:  # something was dropped: it was not larger
-                dropped = ws[n, i].sort(descending=True).values[counts[n, i]:]
+                dropped = ws[n, i].sort(descending=True).values[counts[n, i] :]
                 assert dropped.max() <= others.min()
 
 
@@ -136,7 +139,7 @@ def test_patch_itself_is_kept_despite_ties():
     sim = NB.knn_similarity(x, 3, torch.ones(9), radius=3, k=1)
     assert torch.equal(sim.col, torch.arange(36))
     sim = NB.knn_similarity(x, 3, torch.ones(9), radius=3, k=5)
-    rows = [sim.col[sim.crow[i]:sim.crow[i + 1]].tolist() for i in range(36)]
+    rows = [sim.col[sim.crow[i] : sim.crow[i + 1]].tolist() for i in range(36)]
     assert all(i in r and len(r) == 5 for i, r in enumerate(rows))
 
 
@@ -153,9 +156,7 @@ def test_gradcheck_distances_and_aggregation():
     sim = NB.knn_similarity(x, 3, kappa, radius=1, k=4)
     vals = sim.values.clone().requires_grad_()
     codes = torch.randn(1, 3, hp * wp, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(
-        lambda v, c: NB.aggregate(c, sim.with_values(v)), (vals, codes)
-    )
+    assert torch.autograd.gradcheck(lambda v, c: NB.aggregate(c, sim.with_values(v)), (vals, codes))
     flat = codes.detach()[0].clone().requires_grad_()  # (n, L): the flat layout
     assert torch.autograd.gradcheck(lambda c: NB.weighted_average(c, sim), (flat,))
 
@@ -179,8 +180,11 @@ def test_gradcheck_fused_prox_in_codes_values_and_thresholds(per_atom):
     sim = NB.knn_similarity(x, 3, kappa, radius=2, k=6)
     g = torch.Generator().manual_seed(3)
     codes = torch.randn(1, 4, hp * wp, generator=g, dtype=torch.float64).requires_grad_()
-    lam = (torch.rand(4, 1, generator=g, dtype=torch.float64) if per_atom
-           else torch.tensor(0.4, dtype=torch.float64)).requires_grad_()
+    lam = (
+        torch.rand(4, 1, generator=g, dtype=torch.float64)
+        if per_atom
+        else torch.tensor(0.4, dtype=torch.float64)
+    ).requires_grad_()
     vals = sim.values.clone().requires_grad_()
 
     def f(c, v, t):
@@ -207,7 +211,11 @@ def test_tracker_window_mode_is_top_k_of_the_dense_average():
     torch.testing.assert_close(s[s > 0], avg[s > 0])
     ref = NB.knn_select(
         (1 - nu) * NB.window_similarity(x, 3, kappa, radius)
-        + nu * NB.window_similarity(x2, 3, kappa, radius), (8, 8), radius, k)
+        + nu * NB.window_similarity(x2, 3, kappa, radius),
+        (8, 8),
+        radius,
+        k,
+    )
     assert torch.equal(ref.col, sim.col)
 
 

@@ -150,8 +150,9 @@ class _SharedKernelConv(torch.autograd.Function):
             ge = F.conv_transpose2d(g, weight, groups=groups)
         if ctx.needs_input_grad[1]:
             # gk[c, u, v] = sum_{n, o, a, b} e[n, o, c, a + u, b + v] g[n, o, a, b]
-            gexp = g.unsqueeze(2).expand(n, groups, c, *g.shape[-2:]).reshape(n * oc, 1,
-                                                                              *g.shape[-2:])
+            gexp = (
+                g.unsqueeze(2).expand(n, groups, c, *g.shape[-2:]).reshape(n * oc, 1, *g.shape[-2:])
+            )
             gk = F.conv2d(e.reshape(1, n * oc, h, w), gexp, groups=n * oc)
             gk = gk.view(n, groups, c, *gk.shape[-2:]).sum((0, 1))
         return ge, gk, None
@@ -169,7 +170,7 @@ def _mirror_index(grid: tuple[int, int], radius: int) -> tuple[Tensor, Tensor]:
     neighbour lies in the grid.
     """
     hp, wp = grid
-    half = _offsets(radius)[(2 * radius + 1) ** 2 // 2 + 1:]  # (Oh, 2)
+    half = _offsets(radius)[(2 * radius + 1) ** 2 // 2 + 1 :]  # (Oh, 2)
     hq, wq = hp + 2 * radius, wp + 2 * radius
     a = torch.arange(hp).view(1, hp, 1)
     b = torch.arange(wp).view(1, 1, wp)
@@ -198,7 +199,7 @@ def _window(x: Tensor, patch: int, kappa: Tensor, radius: int, similarity: bool)
         return x.new_full((n, length, 1), 1.0 if similarity else 0.0)
     # second-half offsets: dy in [0, r], dx in [-r, r], minus the first r + 1 (dy = 0, dx <= 0)
     xp = F.pad(x, (r, r, 0, r))
-    win = F.unfold(xp, (r + 1, side)).view(n, c, (r + 1) * side, h, w)[:, :, r + 1:]
+    win = F.unfold(xp, (r + 1, side)).view(n, c, (r + 1) * side, h, w)[:, :, r + 1 :]
     e = (win - x.unsqueeze(2)).square_().transpose(1, 2).reshape(n, oh * c, h, w)
     k2 = (kappa * kappa).view(c, patch, patch)
     half = _SharedKernelConv.apply(e, k2, oh).view(n, oh, length)  # (N, Oh, L)
@@ -294,8 +295,9 @@ class SparseSimilarity:
         t_perm = torch.argsort(col, stable=True)  # stable: rows stay sorted within a column
         t_crow = torch.zeros_like(crow)
         t_crow[1:] = torch.cumsum(torch.bincount(col, minlength=size), 0)
-        return cls(batch, length, crow, col.int(), row, values, t_crow, row[t_perm].int(), t_perm,
-                   slot)
+        return cls(
+            batch, length, crow, col.int(), row, values, t_crow, row[t_perm].int(), t_perm, slot
+        )
 
     @property
     def nnz(self) -> int:
@@ -500,8 +502,9 @@ class _GroupProx(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, values: Tensor, lam: Tensor, sim: SparseSimilarity,
-                eps: float) -> Tensor:  # x (M, n) contiguous, lam (1, n) or (1, 1)
+    def forward(
+        ctx, x: Tensor, values: Tensor, lam: Tensor, sim: SparseSimilarity, eps: float
+    ) -> Tensor:  # x (M, n) contiguous, lam (1, n) or (1, 1)
         mass = values.new_zeros(sim.batch * sim.length).index_add_(0, sim.row, values)
         rm = mass.sqrt().unsqueeze(1)  # (M, 1)
         q = _csr_mm(sim.crow, sim.col, values, x * x)  # squared weighted norms
@@ -509,8 +512,20 @@ class _GroupProx(torch.autograd.Function):
         shrink = torch.addcmul(x.new_ones(()), q, lam, value=-1.0).clamp_min_(0.0)
         if not any(ctx.needs_input_grad[:3]):  # inference: no saved tensors, no extra buffer
             return shrink.mul_(x)
-        ctx.save_for_backward(x, values, lam, mass, q, shrink, sim.crow, sim.col, sim.row,
-                              sim.t_crow, sim.t_col, sim.t_perm)
+        ctx.save_for_backward(
+            x,
+            values,
+            lam,
+            mass,
+            q,
+            shrink,
+            sim.crow,
+            sim.col,
+            sim.row,
+            sim.t_crow,
+            sim.t_col,
+            sim.t_perm,
+        )
         ctx.size = sim.batch * sim.length
         return shrink * x
 
