@@ -39,11 +39,13 @@ graph:
    search after the first): about 20% faster end to end, and as close to the dense model on
    the benchmark's (untrained) proxy; which one a trained model prefers is to be measured.
 
-Speed (benchmark above, one 56 x 56 block, 24 steps, one thread on a shared CPU): the
-similarity plus the prox, dense 42 ms per step, are 3-4 ms per step at ``radius = 7``,
-``k = 16``; the two LISTA products (2 x 81 x 256 x L, 2.2 ms per step) are untouched, so a
-whole forward goes from 945 ms to 161 ms (``window``) or 125 ms (``fixed``), 6-7.5x, and a
-forward + backward 6-7x. The codes are best kept as rows ``(N L, n)`` (see :func:`aggregate`).
+Speed (``benchmarks/bench_neighbors.py``, one 56 x 56 block, 24 steps, one thread on a shared
+2-core CPU): at ``radius = 7``, ``k = 16`` the similarity plus the prox, 37 ms per step dense,
+become 4 ms; the two LISTA products (2 x 81 x 256 x L, 2.1 ms per step) are untouched, so a
+whole forward goes from 930 ms to 151 ms (``window``, 6.2x) or 121 ms (``fixed``, 7.7x), and a
+forward + backward 6.3x / 7.0x. SC, the same model with no similarities at all, takes 70 ms:
+no variant of GroupSC can be more than 13x faster than the dense one on this CPU. The codes
+are best kept as rows ``(N L, n)`` (see :func:`aggregate`).
 
 Conventions. Patches are the columns of :func:`groupsc.patches.extract` (``F.unfold``):
 patch ``i = a W' + b`` has its top-left corner at ``(a, b)``, ``H' = H - p + 1``,
