@@ -1,0 +1,43 @@
+"""What every method shares: its description and the numpy <-> torch wrapper."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+Restorer = Callable[[np.ndarray], np.ndarray]
+Builder = Callable[[str, float], Restorer]  # (task, level) -> restorer
+
+DENOISE = ("gray_denoise",)
+COLOR = ("color_denoise", "blind_color_denoise")
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """What a results table needs to know about a method."""
+
+    key: str
+    name: str  # display name, as in the papers' tables
+    source: str  # published | released | trained
+    tasks: tuple[str, ...]
+    params: str = ""  # parameter count, or a short description for classical methods
+    budget: str = ""  # training budget / provenance
+    published_names: tuple[str, ...] = field(default_factory=tuple)  # names in the papers
+
+
+class TorchRestorer:
+    """Wrap an image-to-image ``nn.Module`` taking ``(1, C, H, W)`` into a numpy restorer."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model.eval()
+
+    def __call__(self, y: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
+        t = t[None, None] if y.ndim == 2 else t.permute(2, 0, 1)[None]
+        with torch.inference_mode():
+            out = self.model(t)[0]
+        out = out[0] if y.ndim == 2 else out.permute(1, 2, 0)
+        return out.numpy()
