@@ -84,3 +84,28 @@ def test_bad_inputs_are_clear():
         SparseCoding(prox="l0")
     with pytest.raises(ValueError, match=r"\(N, 1, H, W\)"):
         SparseCoding(patch=3, atoms=8, steps=1)(torch.rand(1, 3, 9, 9))
+
+
+@pytest.mark.parametrize("prox", ["group", "csr"])
+def test_knn_with_a_full_window_equals_the_dense_model(prox):
+    """radius covering the block and k = L keep every pair: the fast path is then exact."""
+    torch.manual_seed(0)
+    kw = dict(patch=3, atoms=8, steps=4, prox=prox, window=12, refresh=2)
+    dense = SparseCoding(**kw)
+    fast = SparseCoding(**kw, knn={"radius": 12, "k": 100, "mode": "window"})
+    fast.load_state_dict(dense.state_dict())
+    y = torch.rand(1, 1, 12, 12)
+    with torch.no_grad():
+        assert torch.allclose(dense(y), fast(y), atol=1e-5)
+
+
+def test_knn_model_processes_whole_images_and_trains():
+    torch.manual_seed(0)
+    model = SparseCoding(
+        patch=5, atoms=16, steps=3, prox="group", window=24, refresh=2, knn={"radius": 3, "k": 4}
+    )
+    y = torch.rand(1, 1, 40, 33)
+    num, den = model.sums(y)
+    ((num / den - y) ** 2).mean().backward()
+    assert model.kappa.grad is not None and torch.isfinite(model.C.grad).all()
+    assert model(y).shape == y.shape

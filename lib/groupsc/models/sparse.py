@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from groupsc import neighbors as NB
 from groupsc import patches as P
 from groupsc import prox as PX
 
@@ -45,7 +46,8 @@ class Encoding:
     """The state of the unrolled algorithm on one block.
 
     ``alpha``: codes ``(atoms, N L)`` (patch ``l`` of image ``i`` in column ``i L + l``);
-    ``mu``: patch means ``(N, C, 1, L)``; ``sim``: the last similarity ``(N, L, L)`` (non-local
+    ``mu``: patch means ``(N, C, 1, L)``; ``sim``: the last similarity, ``(N, L, L)`` dense or a
+    :class:`groupsc.neighbors.SparseSimilarity` with ``knn`` (non-local
     models, else None); ``size``: the block's ``(h, w)``; ``n_img``: N.
     """
 
@@ -72,6 +74,10 @@ class SparseCoding(nn.Module):
         window: side of the non-local window, also the block size for whole images.
         refresh: similarity refresh period in steps (``1/f``); non-local models only.
         block_stride: step between blocks for whole images (``window - overlap``).
+        knn: the fast non-local variant, e.g. ``{"radius": 7, "k": 16, "mode": "fixed"}``:
+            each patch keeps its ``k`` most similar patches within ``+-radius`` pixels
+            (:mod:`groupsc.neighbors`), so similarities are sparse and whole images are
+            processed at once (no blocks). ``None``: the paper's dense similarities.
     Input: ``(N, C, H, W)`` in [0, 1] (noisy or mosaicked); output the same shape.
     """
 
@@ -85,6 +91,7 @@ class SparseCoding(nn.Module):
         window: int = 56,
         refresh: int = 6,
         block_stride: int = 48,
+        knn: dict | None = None,
     ) -> None:
         super().__init__()
         if prox not in PROXES:
@@ -97,12 +104,9 @@ class SparseCoding(nn.Module):
         self.W = nn.Parameter(init.clone())
         self.lam = nn.Parameter(torch.full((steps, atoms), 0.01))
         self.patch, self.atoms, self.steps, self.channels = patch, atoms, steps, channels
-        self.prox, self.window, self.refresh, self.block_stride = (
-            prox,
-            window,
-            refresh,
-            block_stride,
-        )
+        self.prox, self.window, self.refresh = prox, window, refresh
+        self.block_stride = block_stride
+        self.knn = dict(knn) if knn else None
         if prox != "soft":
             self.kappa = nn.Parameter(torch.ones(m))  # learned distance weights (eq. 12)
             self.nu_logit = nn.Parameter(torch.zeros(1))  # online averaging weight, sigmoid
@@ -141,6 +145,11 @@ class SparseCoding(nn.Module):
         lam = self.lam[k].clamp_min(0)[:, None]  # (n, 1)
         if self.prox == "soft":
             return PX.soft_threshold(b, lam)
+        if self.knn is not None:  # sparse k-NN similarities, codes stay flat (n, N L)
+            if self.prox == "group":
+                return NB.SparseRelaxedGroupLasso(lam, sim).prox(b)
+            beta = NB.weighted_average(b, sim)
+            return PX.CSR(lam, self.gamma[k].clamp_min(0), beta).prox(b)
         n = b.shape[0]
         bb = b.view(n, n_img, -1).transpose(0, 1)  # (N, n, L): one block per image
         if self.prox == "group":
@@ -170,12 +179,22 @@ class SparseCoding(nn.Module):
         enc = Encoding(flat.new_zeros(self.atoms, n_img * length), mu, None, size, n_img)
         nonlocal_ = self.prox != "soft"
         if nonlocal_:
-            enc.sim = self.similarity(y)
             nu = torch.sigmoid(self.nu_logit)
+            if self.knn is not None:
+                knn = self.knn
+                tracker = NB.KnnTracker(
+                    self.patch, knn["radius"], knn["k"], knn.get("mode", "fixed")
+                )
+                enc.sim = tracker.start(y, self.kappa)
+            else:
+                enc.sim = self.similarity(y)
         ct = self.C.t()
         for k in range(self.steps):
             if nonlocal_ and k > 0 and k % self.refresh == 0:
-                enc.sim = (1 - nu) * enc.sim + nu * self.similarity(self.decode(enc))
+                if self.knn is not None:
+                    enc.sim = tracker.update(self.decode(enc), self.kappa, nu)
+                else:
+                    enc.sim = (1 - nu) * enc.sim + nu * self.similarity(self.decode(enc))
             resid = flat - self.D @ enc.alpha
             if mflat is not None:
                 resid = resid * mflat
@@ -201,7 +220,7 @@ class SparseCoding(nn.Module):
         """Restore ``(N, C, H, W)``; images larger than the window go block by block."""
         if y.ndim != 4 or y.shape[1] != self.channels:
             raise ValueError(f"expected (N, {self.channels}, H, W) input, got {tuple(y.shape)}")
-        if self.prox == "soft" or max(y.shape[-2:]) <= self.window:
-            num, den = self.sums(y, mask)  # SC is per patch: whole image at once is exact
+        if self.prox == "soft" or self.knn is not None or max(y.shape[-2:]) <= self.window:
+            num, den = self.sums(y, mask)  # per patch or local: the whole image at once
             return num / den
         return P.blockwise(self.sums, y, self.window, self.block_stride, mask)
