@@ -18,3 +18,13 @@ def have_data() -> bool:
     if not (data_dir() / "test").is_dir():
         pytest.fail("data/ is missing: run `dvc pull` (or `make data`) before the tests")
     return True
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: one thread avoids OpenMP synchronisation overhead on a busy 2-core box
+    (two threads made gradcheck about 20x slower there)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

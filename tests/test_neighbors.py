@@ -7,17 +7,10 @@ from groupsc import neighbors as NB
 from groupsc import patches as P
 from groupsc import prox as PX
 
-pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread (two threads on a busy 2-core machine made gradcheck 20x
-    slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta"),
+    pytest.mark.usefixtures("one_thread"),
+]
 
 
 def dense_dist(x: torch.Tensor, patch: int, kappa: torch.Tensor) -> torch.Tensor:

@@ -7,14 +7,7 @@ from torch.nn import functional as F
 from groupsc.models import NSR, SparseConv2d, count_parameters
 from groupsc.models.nsr import Block
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: one thread avoids OpenMP sync overhead on a busy 2-core box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _kernel(conv: SparseConv2d, choice: list[int]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,14 +7,7 @@ from torch.nn import functional as F
 from groupsc.models import PANet, PyramidAttention, count_parameters
 from groupsc.models.panet import chop_forward
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: one thread avoids OpenMP sync overhead on a busy 2-core box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_parameter_counts():
