@@ -46,7 +46,7 @@ def _stored(key: str) -> pd.DataFrame:
     path = results_dir() / "per_image" / f"{key}.csv"
     if not path.exists():
         pytest.fail(f"{path} missing: it is a committed pipeline output (run `dvc repro`)")
-    return pd.read_csv(path)
+    return pd.read_csv(path, dtype={"name": str})  # image names like 101085 are not numbers
 
 
 @pytest.mark.slow
