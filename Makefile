@@ -35,10 +35,10 @@ repro: data
 
 test: data
 	python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --nbval-lax tests notebooks
-	ruff check lib tests notebooks
+	ruff check lib tests notebooks benchmarks
 
 lint: venv
-	ruff check lib tests notebooks
+	ruff check lib tests notebooks benchmarks
 
 clean-venv:
 	rm -rf $(VENV)
