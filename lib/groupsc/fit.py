@@ -4,8 +4,9 @@
     python -m groupsc.fit sc_gray_25 --budget paper --max-steps 5   # smoke test of the paper one
 
 Writes ``checkpoints/<name>/{model.pt, log.csv, train.json}``. While it runs, a resume file
-``checkpoints/<name>/resume.pt`` (ignored by git) is refreshed; a killed run continues from it,
-and a finished run deletes it, so ``dvc repro --force`` trains from scratch.
+``checkpoints/<name>/resume.pt`` (not a DVC output; commit it to carry an unfinished run into
+another session) is refreshed; a killed run continues from it, and a finished run deletes it,
+so ``dvc repro --force`` trains from scratch.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def fit(
     params = load_params()
     run, settings = run_config(name, params, budget)
     preset = settings.pop("budget_name")
-    init_cfg = settings.pop("init", None) or run.get("init")
+    init_cfg = run.get("init")
     if max_steps is not None:
         settings["max_steps"] = max_steps
     cfg = TrainConfig(**settings)
@@ -78,7 +79,7 @@ def fit(
     model = build_model(run["kind"], model_cfg)
     out = Path(out_root or repo_root() / "checkpoints") / name
     init = _initializer(run, init_cfg, cfg) if init_cfg else None
-    result = train(
+    return train(
         model,
         cfg,
         out,
@@ -87,7 +88,6 @@ def fit(
         progress=progress,
         budget_name=preset,
     )
-    return result
 
 
 def _initializer(run: dict, init_cfg: dict, cfg):

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from groupsc.data import load_dataset
 from groupsc.degradations import jpeg
+from groupsc.models import count_parameters
 
 
 @dataclass
@@ -121,7 +122,7 @@ def train(
     budget_name: str = "",
     stop_after: int | None = None,
 ) -> dict:
-    """Train ``model`` under ``cfg``; resume from ``out/last.pt`` if present. Returns the budget.
+    """Train ``model`` under ``cfg``; resume from ``out/resume.pt`` if present. Returns the budget.
 
     ``init`` runs once on a fresh start (e.g. dictionary initialization) and its wall time is
     recorded separately from the training time. ``stop_after`` ends the loop after that many
@@ -161,7 +162,7 @@ def train(
             init(model)
             state["init_seconds"] = time.time() - t0
         good = copy.deepcopy(model.state_dict())
-        state["init"] = good if sum(p.numel() for p in model.parameters()) < 10**6 else {}
+        state["init"] = good if count_parameters(model) < 10**6 else {}
     check_clean, check_obs = make_batch(images, cfg, step=-1)  # fixed batch for backtracking
 
     def lr_at(step: int) -> float:
