@@ -109,3 +109,28 @@ def test_knn_model_processes_whole_images_and_trains():
     ((num / den - y) ** 2).mean().backward()
     assert model.kappa.grad is not None and torch.isfinite(model.C.grad).all()
     assert model(y).shape == y.shape
+
+
+def test_trained_groupsc_barely_depends_on_the_block_stride(have_data):
+    """The committed dense GroupSC on a 104x104 crop: blocks of 56 with stride 48 (2 x 2
+    blocks, 8-pixel overlaps) and stride 24 (3 x 3 blocks) give nearly the same image, because
+    each pixel averages all its patch estimates (weighted by patch counts)."""
+    from groupsc.data import image_path, load_image
+    from groupsc.degradations import degrade
+    from groupsc.methods import load_trained
+    from groupsc.metrics import psnr
+
+    model = load_trained("groupsc_gray_25")
+    x = load_image(image_path("Set12", "05"), "gray")[100:204, 100:204]
+    y = degrade(x, "gray_denoise", 25, dataset="Set12", image="05")
+    t = torch.from_numpy(y)[None, None]
+    outs = {}
+    for stride in (48, 24):
+        model.block_stride = stride
+        with torch.inference_mode():
+            outs[stride] = model(t)[0, 0].numpy()
+    diff = abs(outs[48] - outs[24])
+    gain = psnr(outs[48], x) - psnr(y, x)
+    assert gain > 5  # it denoises (about +8 dB here)
+    assert abs(psnr(outs[48], x) - psnr(outs[24], x)) < 0.05
+    assert diff.mean() < 0.5 / 255 and diff.max() < 8 / 255

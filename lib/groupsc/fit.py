@@ -44,8 +44,12 @@ def build_model(kind: str, config: dict) -> torch.nn.Module:
 
 
 def run_config(name: str, params: dict, budget: str | None = None) -> tuple[dict, dict]:
-    """(run entry, merged training settings) of run ``name`` under ``budget``."""
-    runs = params["train"]["runs"]
+    """(run entry, merged training settings) of run ``name`` under ``budget``.
+
+    Runs live in ``train.runs`` (trained from a dictionary) or ``train.finetunes`` (started from
+    another run's weights, ``init.from_run``; their DVC stage depends on that checkpoint).
+    """
+    runs = {**params["train"]["runs"], **(params["train"].get("finetunes") or {})}
     if name not in runs:
         raise KeyError(f"unknown run {name!r}; runs in params.yaml: {', '.join(runs)}")
     run = runs[name]
@@ -99,6 +103,13 @@ def _initializer(run: dict, init_cfg: dict, cfg):
                 repo_root() / "checkpoints" / init_cfg["from_run"] / "model.pt", weights_only=True
             )
             missing = model.load_state_dict(ck["model"], strict=False)
+            with torch.no_grad():  # start the non-local model near the one it comes from
+                if "kappa" in init_cfg:
+                    model.kappa.fill_(init_cfg["kappa"])
+                if "lam_scale" in init_cfg:
+                    model.lam.mul_(init_cfg["lam_scale"])
+                if "gamma" in init_cfg:  # CSR's weight of |u - beta| (0: exactly SC)
+                    model.gamma.fill_(init_cfg["gamma"])
             print(f"initialized from {init_cfg['from_run']} (new: {missing.missing_keys})")
             return
         from groupsc.dictionary import learn_dictionary, sample_patches

@@ -16,7 +16,11 @@ TASK_SHORT = {
 
 
 def trained_run(kind: str, task: str, level: float) -> str:
-    """The ``params.yaml`` run (and ``checkpoints/`` folder) of a trained model: ``sc_gray_25``."""
+    """The ``params.yaml`` run (and ``checkpoints/`` folder) of a trained model: ``sc_gray_25``.
+
+    ``kind`` is the method key (``sc``, ``groupsc``, ``groupsc-knn``...); the model kind itself
+    is read from the checkpoint.
+    """
     return f"{kind}_{TASK_SHORT[task]}_{float(level):g}"
 
 
@@ -64,5 +68,13 @@ METHODS: dict[str, tuple[MethodInfo, Builder]] = {
     "groupsc": (
         MethodInfo("groupsc", "GroupSC", "trained", DENOISE, published_names=("GroupSC",)),
         _trained("groupsc"),
+    ),
+    # The fast variant (k nearest patches within a small radius, sparse products); compared
+    # with the paper's (dense) GroupSC figures.
+    "groupsc-knn": (
+        MethodInfo(
+            "groupsc-knn", "GroupSC (k-NN)", "trained", DENOISE, published_names=("GroupSC",)
+        ),
+        _trained("groupsc-knn"),
     ),
 }
