@@ -51,3 +51,17 @@ def show_row(images: list[tuple[np.ndarray, str]], size: float = 4.0, crop=None)
         ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+def nearest_patches(x: np.ndarray, patch: int, center: tuple[int, int], count: int) -> np.ndarray:
+    """Indices of the ``count`` patches of gray ``x`` ``(H, W)`` closest (squared distance) to
+    the patch centered at ``center = (row, col)``, itself first. Patch ``(a, b)`` (top-left
+    corner) has index ``a (W - p + 1) + b``, the column order of :func:`groupsc.patches.extract`.
+    """
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]
+    pts = torch.nn.functional.unfold(t, patch)[0].T  # (L, p^2)
+    half = patch // 2
+    ref = (center[0] - half) * (x.shape[1] - patch + 1) + (center[1] - half)
+    d = ((pts - pts[ref]) ** 2).sum(1)
+    d[ref] = -1.0  # the reference first, even among exact duplicates
+    return torch.argsort(d)[:count].numpy()
