@@ -1,7 +1,9 @@
-"""Train one run of ``params.yaml`` (``train.runs.<name>``) under a budget preset.
+"""Train one run of ``params.yaml`` (``train.runs``, ``train.finetunes`` or ``train.planned``)
+under a budget preset.
 
     python -m groupsc.fit sc_gray_25            # preset from train.budget (cpu by default)
     python -m groupsc.fit sc_gray_25 --budget paper --max-steps 5   # smoke test of the paper one
+    python -m groupsc.fit dncnn-s_gray_25 --budget paper   # a planned run (not a DVC stage)
 
 Writes ``checkpoints/<name>/{model.pt, log.csv, train.json}``. While it runs, a resume file
 ``checkpoints/<name>/resume.pt`` (not a DVC output; commit it to carry an unfinished run into
@@ -20,7 +22,8 @@ import yaml
 
 from groupsc.paths import DataMissingError, repo_root
 
-MODEL_KINDS = ("sc", "csr", "groupsc", "dncnn", "dcsc")
+MODEL_KINDS = ("sc", "csr", "groupsc", "dncnn", "dcsc", "panet", "nsr")
+RUN_SECTIONS = ("runs", "finetunes", "planned")  # the sections of train.* holding runs
 
 
 def load_params() -> dict:
@@ -29,8 +32,12 @@ def load_params() -> dict:
 
 
 def build_model(kind: str, config: dict) -> torch.nn.Module:
-    """A fresh model of ``kind`` with keyword arguments ``config``."""
-    from groupsc.models import DCSC, DnCNN
+    """A fresh model of ``kind`` with keyword arguments ``config``.
+
+    For ``nsr``, ``config`` may name a ``variant`` of the paper's tables (``baseline``,
+    ``sparse-``, ``sparse+``; the other keys go to :meth:`NSR.variant`) instead of the sizes.
+    """
+    from groupsc.models import DCSC, NSR, DnCNN, PANet
     from groupsc.models.sparse import SparseCoding
 
     if kind in ("sc", "csr", "groupsc"):
@@ -40,16 +47,25 @@ def build_model(kind: str, config: dict) -> torch.nn.Module:
         return DnCNN(**config)
     if kind == "dcsc":
         return DCSC(**config)
+    if kind == "panet":
+        return PANet(**config)
+    if kind == "nsr":
+        config = dict(config)
+        variant = config.pop("variant", None)
+        return NSR.variant(variant, **config) if variant else NSR(**config)
     raise KeyError(f"unknown model kind {kind!r}; known: {', '.join(MODEL_KINDS)}")
 
 
 def run_config(name: str, params: dict, budget: str | None = None) -> tuple[dict, dict]:
     """(run entry, merged training settings) of run ``name`` under ``budget``.
 
-    Runs live in ``train.runs`` (trained from a dictionary) or ``train.finetunes`` (started from
-    another run's weights, ``init.from_run``; their DVC stage depends on that checkpoint).
+    Runs live in ``train.runs`` (trained from a dictionary), ``train.finetunes`` (started from
+    another run's weights, ``init.from_run``; their DVC stage depends on that checkpoint) or
+    ``train.planned`` (the comparison models: no DVC stage, trained with ``groupsc.fit`` only).
+    Settings merge, later winning: the preset, the run's ``train``, the run's block named after
+    the preset (``paper:`` holds that paper's own batch / crop / schedule, ``cpu:`` the cuts).
     """
-    runs = {**params["train"]["runs"], **(params["train"].get("finetunes") or {})}
+    runs = {k: v for s in RUN_SECTIONS for k, v in (params["train"].get(s) or {}).items()}
     if name not in runs:
         raise KeyError(f"unknown run {name!r}; runs in params.yaml: {', '.join(runs)}")
     run = runs[name]
@@ -127,7 +143,7 @@ def _initializer(run: dict, init_cfg: dict, cfg):
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("run", help="a run name of params.yaml (train.runs)")
+    p.add_argument("run", help="a run name of params.yaml (train.runs / finetunes / planned)")
     p.add_argument("--budget", default=None, help="preset name (default: train.budget)")
     p.add_argument("--max-steps", type=int, default=None, help="override, for smoke tests")
     p.add_argument("--out-root", default=None, help="default: checkpoints/")
