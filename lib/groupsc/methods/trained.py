@@ -1,6 +1,21 @@
-"""Models trained here: loaded from ``checkpoints/<run>/model.pt`` with their budget."""
+"""Models trained here: loaded from ``checkpoints/<run>/model.pt`` with their budget.
+
+The paper's models (``sc``, ``csr``, ``groupsc``, ``groupsc-knn``) and the comparison models
+of ``train.planned`` (keys distinct from the released weights' ``dncnn-s`` / ``dcsc-updated``):
+
+===============  =================================  ==========================================
+key              checkpoint (``params.yaml`` run)   inference
+===============  =================================  ==========================================
+dncnn-s-trained  ``dncnn-s_gray_<sigma>``           whole image
+panet-s          ``panet-s_gray_<sigma>``           ``forward_chop`` (the authors' ``--chop``)
+nsr              ``nsr_gray_<sigma>``               ``forward_patches``, the training crop
+dcsc-trained     ``dcsc_jpeg`` (every quality)      whole image (Y channel)
+===============  =================================  ==========================================
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
@@ -15,17 +30,26 @@ TASK_SHORT = {
 }
 
 
+# Method keys whose runs are not named ``<key>_<task>_<level>``.
+RUN_PREFIX = {"dncnn-s-trained": "dncnn-s"}  # key -> run name prefix
+ONE_RUN = {"dcsc-trained": "dcsc_jpeg"}  # key -> the one run for every level
+
+
 def trained_run(kind: str, task: str, level: float) -> str:
     """The ``params.yaml`` run (and ``checkpoints/`` folder) of a trained model: ``sc_gray_25``.
 
-    ``kind`` is the method key (``sc``, ``groupsc``, ``groupsc-knn``...); the model kind itself
-    is read from the checkpoint.
+    ``kind`` is the method key (``sc``, ``groupsc``, ``dncnn-s-trained``...): the run is
+    ``<prefix>_<task>_<level>`` (prefix from ``RUN_PREFIX``, else the key), or the key's single
+    run in ``ONE_RUN``. The model kind itself is read from the checkpoint.
     """
-    return f"{kind}_{TASK_SHORT[task]}_{float(level):g}"
+    if kind in ONE_RUN:
+        return ONE_RUN[kind]
+    return f"{RUN_PREFIX.get(kind, kind)}_{TASK_SHORT[task]}_{float(level):g}"
 
 
 def load_trained(run: str) -> torch.nn.Module:
-    """A model trained here (``checkpoints/<run>/model.pt``), with ``budget`` and ``n_params``."""
+    """A model trained here (``checkpoints/<run>/model.pt``), with ``budget``, ``n_params`` and
+    ``train_config`` (the run's :class:`groupsc.train.TrainConfig` as a dict) attached."""
     from groupsc.fit import build_model
     from groupsc.models import count_parameters
     from groupsc.paths import DataMissingError, repo_root
@@ -33,23 +57,55 @@ def load_trained(run: str) -> torch.nn.Module:
 
     path = repo_root() / "checkpoints" / run / "model.pt"
     if not path.exists():
-        raise DataMissingError(
-            f"{path} is missing: train it with `dvc repro train@{run}` "
-            f"(or `python -m groupsc.fit {run}`)"
-        )
+        raise DataMissingError(f"{path} is missing: train it with {_train_command(run)}")
     ck = torch.load(path, weights_only=True)
     cfg = dict(ck["model_config"])
     model = build_model(cfg.pop("kind"), cfg)
     model.load_state_dict(ck["model"])
     model.budget = f"{ck['budget'].get('budget', '')} budget: {budget_label(ck['budget'])}"
     model.n_params = str(count_parameters(model))
+    model.train_config = ck["train_config"]
     return model.eval()
 
 
-def _trained(kind: str) -> Builder:
+def _train_command(run: str) -> str:
+    """How to train ``run``: its DVC stage if it has one, else ``groupsc.fit`` alone."""
+    from groupsc.fit import load_params
+
+    train = load_params()["train"]
+    for section, stage in (("runs", "train"), ("finetunes", "finetune")):
+        if run in (train.get(section) or {}):
+            return f"`dvc repro {stage}@{run}` (or `python -m groupsc.fit {run}`)"
+    return f"`python -m groupsc.fit {run}` (train.planned runs have no DVC stage)"
+
+
+class Tiled(torch.nn.Module):
+    """``model`` run through one of its tiled forward methods (``forward_chop``...)."""
+
+    def __init__(self, model: torch.nn.Module, method: str, **kwargs) -> None:
+        super().__init__()
+        self.model, self.method, self.kwargs = model, method, kwargs
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return getattr(self.model, self.method)(y, **self.kwargs)
+
+
+def _panet_chop(model: torch.nn.Module) -> torch.nn.Module:
+    # the full attention over a BSD68 image would need about 0.3 TB
+    return Tiled(model, "forward_chop")
+
+
+def _nsr_patches(model: torch.nn.Module) -> torch.nn.Module:
+    # the selectors pool over a patch of the training size, as in training
+    return Tiled(model, "forward_patches", patch=int(model.train_config["crop"]))
+
+
+def _trained(
+    kind: str, wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None
+) -> Builder:
     def build(task: str, level: float) -> Restorer:
         model = load_trained(trained_run(kind, task, level))
-        restorer = TorchRestorer(model)
+        restorer = TorchRestorer(wrap(model) if wrap else model)
         restorer.budget, restorer.params = model.budget, model.n_params
         return restorer
 
@@ -76,5 +132,33 @@ METHODS: dict[str, tuple[MethodInfo, Builder]] = {
             "groupsc-knn", "GroupSC (k-NN)", "trained", DENOISE, published_names=("GroupSC",)
         ),
         _trained("groupsc-knn"),
+    ),
+    # The comparison models of train.planned, trained here (names distinct from the released).
+    "dncnn-s-trained": (
+        MethodInfo(
+            "dncnn-s-trained",
+            "DnCNN-S (trained)",
+            "trained",
+            DENOISE,
+            published_names=("DnCNN-S", "DnCNN"),
+        ),
+        _trained("dncnn-s-trained"),
+    ),
+    # No published PANet-S figure by task and dataset (Table 4 gives one PSNR without them),
+    # and the published "PANet" rows are the 80-block model: no alias to them.
+    "panet-s": (
+        MethodInfo("panet-s", "PANet-S", "trained", DENOISE, published_names=("PANet-S",)),
+        _trained("panet-s", _panet_chop),
+    ),
+    # The variant of train.planned.nsr_gray_25 (sparse-), as NSR's Table 5 names it.
+    "nsr": (
+        MethodInfo("nsr", "NSR (sparse-)", "trained", DENOISE, published_names=("Sparse-",)),
+        _trained("nsr", _nsr_patches),
+    ),
+    "dcsc-trained": (
+        MethodInfo(
+            "dcsc-trained", "DCSC (trained)", "trained", ("jpeg",), published_names=("DCSC",)
+        ),
+        _trained("dcsc-trained"),
     ),
 }
