@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{run}: no checkpoint, skipped", file=sys.stderr)
             continue
         queue = ctx.Queue()
-        proc = ctx.Process(target=_measure, args=(run, args.images, args.threads, args.sigma, queue))
+        job = (run, args.images, args.threads, args.sigma, queue)
+        proc = ctx.Process(target=_measure, args=job)
         proc.start()
         sec, peak, score = queue.get()
         proc.join()
