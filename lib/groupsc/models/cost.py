@@ -27,3 +27,28 @@ def flops_per_pixel(model: torch.nn.Module, channels: int = 1, size: int = 64) -
     with torch.no_grad(), counter:
         model(x)
     return counter.get_total_flops() / 2 / size**2
+
+
+def cost_table(models: dict[str, torch.nn.Module], size: int = 56):
+    """Parameters and multiply-adds per pixel of named gray models, as a DataFrame.
+
+    ``size`` is the side of the test input: 56 is one GroupSC window, so the dense GroupSC
+    figure is that of one block (whole images cost about (1 + overlap) times more per pixel).
+    The k-NN GroupSC's sparse products are invisible to the counter (see
+    :func:`flops_per_pixel`), so its figure covers the LISTA products and distances only.
+    """
+    import pandas as pd
+
+    from groupsc.models import count_parameters
+
+    rows = []
+    for name, model in models.items():
+        channels = getattr(model, "channels", 1)
+        rows.append(
+            {
+                "method": name,
+                "params": count_parameters(model),
+                "MACs/pixel": flops_per_pixel(model, channels, size),
+            }
+        )
+    return pd.DataFrame(rows)
