@@ -138,3 +138,13 @@ def test_nsr_flops_match_its_docs(variant, docs):
     # the mixed convs (nsr.py's count), plus the per-image selectors and kernel mixing
     assert net.macs_per_pixel() <= flops < 1.002 * net.macs_per_pixel()
     assert abs(flops - docs) < 0.005 * docs
+
+
+def test_cost_table_lists_parameters_and_macs():
+    from groupsc.models import DnCNN
+    from groupsc.models.cost import cost_table
+
+    table = cost_table({"DnCNN-S": DnCNN(batch_norm=False)}, size=16)
+    row = table.iloc[0]
+    assert row["method"] == "DnCNN-S" and row["params"] == 555_137
+    assert row["MACs/pixel"] == 64 * 9 + 15 * 64 * 64 * 9 + 64 * 9  # 554,112

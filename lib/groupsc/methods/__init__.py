@@ -15,8 +15,13 @@ dncnn-3        DnCNN-3, one gray model for noise, SISR and JPEG             rele
 dcsc-updated   DCSC's updated model (errata), one model for q 10..40        released
 bm3d           BM3D (``bm3d`` package by the BM3D authors), known sigma      released
 nlm            non-local means (scikit-image), known sigma                  released
-sc, csr,       the paper's models trained here (``checkpoints/<kind>_<task>_<level>``)  trained
-groupsc
+sc, csr,       the paper's models trained here (``checkpoints/<key>_<task>_<level>``)   trained
+groupsc,
+groupsc-knn
+dncnn-s-       comparison models trained here (``train.planned`` runs; see           trained
+trained,       :mod:`groupsc.methods.trained`)
+panet-s, nsr,
+dcsc-trained
 =============  ===========================================================  =========
 
 ``released`` means run here from the authors' released weights or code, untrained by us;
