@@ -3,7 +3,7 @@ under a budget preset.
 
     python -m groupsc.fit sc_gray_25            # preset from train.budget (cpu by default)
     python -m groupsc.fit sc_gray_25 --budget paper --max-steps 5   # smoke test of the paper one
-    python -m groupsc.fit dncnn-s_gray_25 --budget paper   # a planned run (not a DVC stage)
+    python -m groupsc.fit dncnn-s_gray_25 --budget paper --device cuda   # a planned run, on a GPU
 
 Writes ``checkpoints/<name>/{model.pt, log.csv, train.json}``. While it runs, a resume file
 ``checkpoints/<name>/resume.pt`` (not a DVC output; commit it to carry an unfinished run into
@@ -84,6 +84,7 @@ def fit(
     max_steps: int | None = None,
     out_root: str | Path | None = None,
     progress: bool = True,
+    device: str = "cpu",
 ) -> dict:
     """Train run ``name``; returns the recorded budget."""
     from groupsc.train import TrainConfig, train
@@ -107,6 +108,7 @@ def fit(
         init=init,
         progress=progress,
         budget_name=preset,
+        device=device,
     )
 
 
@@ -147,9 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", default=None, help="preset name (default: train.budget)")
     p.add_argument("--max-steps", type=int, default=None, help="override, for smoke tests")
     p.add_argument("--out-root", default=None, help="default: checkpoints/")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (a GPU machine)")
     args = p.parse_args(argv)
     try:
-        budget = fit(args.run, args.budget, args.max_steps, args.out_root)
+        budget = fit(args.run, args.budget, args.max_steps, args.out_root, device=args.device)
     except (DataMissingError, KeyError, ValueError) as err:
         print(f"error: {err.args[0] if isinstance(err, KeyError) else err}", file=sys.stderr)
         return 2

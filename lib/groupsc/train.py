@@ -107,8 +107,15 @@ def loss_fn(model: nn.Module, clean: torch.Tensor, obs: torch.Tensor, kind: str)
     return (weight * err).sum() / weight.sum()
 
 
-def _hardware() -> str:
+def _hardware(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"GPU {torch.cuda.get_device_name(device)}"
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+def _cpu(state: dict) -> dict:
+    """A state dict with every tensor on the CPU (checkpoints load anywhere)."""
+    return {k: v.detach().cpu() for k, v in state.items()}
 
 
 def train(
@@ -121,14 +128,18 @@ def train(
     progress: bool = True,
     budget_name: str = "",
     stop_after: int | None = None,
+    device: str | torch.device = "cpu",
 ) -> dict:
     """Train ``model`` under ``cfg``; resume from ``out/resume.pt`` if present. Returns the budget.
 
     ``init`` runs once on a fresh start (e.g. dictionary initialization) and its wall time is
     recorded separately from the training time. ``stop_after`` ends the loop after that many
-    steps *without* finishing the run, as a kill would (for tests of resumption).
+    steps *without* finishing the run, as a kill would (for tests of resumption). ``device``:
+    where to train (``"cuda"`` on a GPU machine); ``model.pt`` is always written on the CPU.
     """
     torch.set_num_threads(cfg.threads)
+    device = torch.device(device)
+    model.to(device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     last = out / "resume.pt"
@@ -145,7 +156,7 @@ def train(
     }
     log: list[dict] = []
     if last.exists():
-        ck = torch.load(last, weights_only=True)
+        ck = torch.load(last, weights_only=True, map_location=device)
         if ck["cfg"] != asdict(cfg):
             raise ValueError(
                 f"{last} was written with another configuration; delete {out} to start over"
@@ -163,7 +174,9 @@ def train(
             state["init_seconds"] = time.time() - t0
         good = copy.deepcopy(model.state_dict())
         state["init"] = good if count_parameters(model) < 10**6 else {}
-    check_clean, check_obs = make_batch(images, cfg, step=-1)  # fixed batch for backtracking
+    check_clean, check_obs = (  # the fixed batch of backtracking
+        t.to(device) for t in make_batch(images, cfg, step=-1)
+    )
 
     def lr_at(step: int) -> float:
         return cfg.lr * state["lr_scale"] * cfg.decay ** (step // cfg.decay_every)
@@ -193,7 +206,7 @@ def train(
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         model.train()
-        clean, obs = make_batch(images, cfg, step)
+        clean, obs = (t.to(device) for t in make_batch(images, cfg, step))
         loss = loss_fn(model, clean, obs, cfg.loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -234,17 +247,17 @@ def train(
         "backtracks": state["backtracks"],
         "batch": cfg.batch,
         "crop": cfg.crop,
-        "hardware": _hardware(),
+        "hardware": _hardware(device),
         "threads": cfg.threads,
         "torch": str(torch.__version__),
     }
     torch.save(
         {
-            "model": model.state_dict(),
+            "model": _cpu(model.state_dict()),
             "model_config": model_config or {},
             "train_config": asdict(cfg),
             "budget": budget,
-            "init": state.get("init", {}),  # the weights before training (small models only)
+            "init": _cpu(state.get("init", {})),  # weights before training (small models only)
         },
         out / "model.pt",
     )
