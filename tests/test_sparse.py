@@ -131,6 +131,7 @@ def test_trained_groupsc_barely_depends_on_the_block_stride(have_data):
             outs[stride] = model(t)[0, 0].numpy()
     diff = abs(outs[48] - outs[24])
     gain = psnr(outs[48], x) - psnr(y, x)
-    assert gain > 5  # it denoises (about +8 dB here)
+    # measured: +8.3 dB, PSNR 28.377 vs 28.364 dB, mean |diff| 0.18 and max 4.5 gray levels
+    assert gain > 5
     assert abs(psnr(outs[48], x) - psnr(outs[24], x)) < 0.05
-    assert diff.mean() < 0.5 / 255 and diff.max() < 8 / 255
+    assert diff.mean() < 0.3 / 255 and diff.max() < 6 / 255
