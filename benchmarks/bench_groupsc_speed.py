@@ -19,10 +19,10 @@ import sys
 import time
 from pathlib import Path
 
-RUNS = {  # run -> display name
+RUNS = {  # run -> method name, as in results/summary.csv
     "sc_gray_25": "SC",
-    "csr_gray_25": "CSR (k-NN)",
-    "groupsc_gray_25": "GroupSC (dense)",
+    "csr_gray_25": "CSR",  # with k-NN similarities (params.yaml)
+    "groupsc_gray_25": "GroupSC",  # dense, the paper's
     "groupsc-knn_gray_25": "GroupSC (k-NN)",
 }
 
