@@ -58,8 +58,10 @@ def nearest_patches(x: np.ndarray, patch: int, center: tuple[int, int], count: i
     the patch centered at ``center = (row, col)``, itself first. Patch ``(a, b)`` (top-left
     corner) has index ``a (W - p + 1) + b``, the column order of :func:`groupsc.patches.extract`.
     """
+    from groupsc.patches import extract
+
     t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]
-    pts = torch.nn.functional.unfold(t, patch)[0].T  # (L, p^2)
+    pts = extract(t, patch)[0].T  # (L, p^2)
     half = patch // 2
     ref = (center[0] - half) * (x.shape[1] - patch + 1) + (center[1] - half)
     d = ((pts - pts[ref]) ** 2).sum(1)
