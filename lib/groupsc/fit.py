@@ -1,9 +1,9 @@
-"""Train one run of ``params.yaml`` (``train.runs``, ``train.finetunes`` or ``train.planned``)
+"""Train one run of ``params.yaml`` (``train.runs``, ``train.finetunes`` or ``train.comparison``)
 under a budget preset.
 
     python -m groupsc.fit sc_gray_25            # preset from train.budget (cpu by default)
     python -m groupsc.fit sc_gray_25 --budget paper --max-steps 5   # smoke test of the paper one
-    python -m groupsc.fit dncnn-s_gray_25 --budget paper --device cuda   # a planned run, on a GPU
+    python -m groupsc.fit dncnn-s_gray_25 --budget paper --device cuda  # on a GPU
 
 Writes ``checkpoints/<name>/{model.pt, log.csv, train.json}``. While it runs, a resume file
 ``checkpoints/<name>/resume.pt`` (not a DVC output; commit it to carry an unfinished run into
@@ -23,7 +23,7 @@ import yaml
 from groupsc.paths import DataMissingError, repo_root
 
 MODEL_KINDS = ("sc", "csr", "groupsc", "dncnn", "dcsc", "panet", "nsr")
-RUN_SECTIONS = ("runs", "finetunes", "planned")  # the sections of train.* holding runs
+RUN_SECTIONS = ("runs", "finetunes", "comparison")  # the sections of train.* holding runs
 
 
 def load_params() -> dict:
@@ -61,7 +61,7 @@ def run_config(name: str, params: dict, budget: str | None = None) -> tuple[dict
 
     Runs live in ``train.runs`` (trained from a dictionary), ``train.finetunes`` (started from
     another run's weights, ``init.from_run``; their DVC stage depends on that checkpoint) or
-    ``train.planned`` (the comparison models: no DVC stage, trained with ``groupsc.fit`` only).
+    ``train.comparison`` (the comparison models of issue 4; the ``train_comparison`` stage).
     Settings merge, later winning: the preset, the run's ``train``, the run's block named after
     the preset (``paper:`` holds that paper's own batch / crop / schedule, ``cpu:`` the cuts).
     """
@@ -145,7 +145,7 @@ def _initializer(run: dict, init_cfg: dict, cfg):
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("run", help="a run name of params.yaml (train.runs / finetunes / planned)")
+    p.add_argument("run", help="a run name of params.yaml (train.runs / finetunes / comparison)")
     p.add_argument("--budget", default=None, help="preset name (default: train.budget)")
     p.add_argument("--max-steps", type=int, default=None, help="override, for smoke tests")
     p.add_argument("--out-root", default=None, help="default: checkpoints/")

@@ -67,3 +67,36 @@ def nearest_patches(x: np.ndarray, patch: int, center: tuple[int, int], count: i
     d = ((pts - pts[ref]) ** 2).sum(1)
     d[ref] = -1.0  # the reference first, even among exact duplicates
     return torch.argsort(d)[:count].numpy()
+
+
+def training_curve(log, loss: str = "l2", window: int = 25):
+    """Plot a run's ``log.csv`` (a DataFrame): the loss by step (left) and the learning rate.
+
+    ``loss="l2"`` shows the MSE as a PSNR in dB (higher is better); ``"l1"`` the mean absolute
+    error on 0-255 gray levels (lower is better). The fixed check batch is drawn as dots.
+    """
+    import matplotlib.pyplot as plt
+
+    if loss not in ("l2", "l1"):
+        raise ValueError(f"loss must be 'l2' or 'l1', got {loss!r}")
+
+    def scale(v):
+        return -10 * np.log10(v) if loss == "l2" else 255 * v
+
+    fig, ax = plt.subplots(1, 2, figsize=(13, 3.8))
+    curve = scale(log["loss"])
+    ax[0].plot(log["step"], curve, lw=0.5, alpha=0.5, label="training batch")
+    ax[0].plot(
+        log["step"], curve.rolling(window, min_periods=1).mean(), label=f"moving average ({window})"
+    )
+    if "check_loss" in log:
+        chk = log.dropna(subset=["check_loss"])
+        ax[0].plot(chk["step"], scale(chk["check_loss"]), "o-", label="fixed check batch")
+    ax[0].set_xlabel("step")
+    ax[0].set_ylabel("PSNR of the loss (dB)" if loss == "l2" else "mean |error| (gray levels)")
+    ax[0].legend()
+    ax[1].semilogy(log["step"], log["lr"])
+    ax[1].set_xlabel("step")
+    ax[1].set_ylabel("learning rate")
+    fig.tight_layout()
+    return fig

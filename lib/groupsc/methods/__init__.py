@@ -18,7 +18,7 @@ nlm            non-local means (scikit-image), known sigma                  rele
 sc, csr,       the paper's models trained here (``checkpoints/<key>_<task>_<level>``)   trained
 groupsc,
 groupsc-knn
-dncnn-s-       comparison models trained here (``train.planned`` runs; see           trained
+dncnn-s-       comparison models trained here (``train.comparison`` runs; see        trained
 trained,       :mod:`groupsc.methods.trained`)
 panet-s, nsr,
 dcsc-trained

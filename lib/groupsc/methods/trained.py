@@ -1,7 +1,7 @@
 """Models trained here: loaded from ``checkpoints/<run>/model.pt`` with their budget.
 
 The paper's models (``sc``, ``csr``, ``groupsc``, ``groupsc-knn``) and the comparison models
-of ``train.planned`` (keys distinct from the released weights' ``dncnn-s`` / ``dcsc-updated``):
+of ``train.comparison`` (keys distinct from the released weights' ``dncnn-s`` / ``dcsc-updated``):
 
 ===============  =================================  ==========================================
 key              checkpoint (``params.yaml`` run)   inference
@@ -73,10 +73,11 @@ def _train_command(run: str) -> str:
     from groupsc.fit import load_params
 
     train = load_params()["train"]
-    for section, stage in (("runs", "train"), ("finetunes", "finetune")):
+    stages = (("runs", "train"), ("finetunes", "finetune"), ("comparison", "train_comparison"))
+    for section, stage in stages:
         if run in (train.get(section) or {}):
             return f"`dvc repro {stage}@{run}` (or `python -m groupsc.fit {run}`)"
-    return f"`python -m groupsc.fit {run}` (train.planned runs have no DVC stage)"
+    return f"`python -m groupsc.fit {run}` ({run!r} is not a run of params.yaml's train.*)"
 
 
 class Tiled(torch.nn.Module):
@@ -133,7 +134,7 @@ METHODS: dict[str, tuple[MethodInfo, Builder]] = {
         ),
         _trained("groupsc-knn"),
     ),
-    # The comparison models of train.planned, trained here (names distinct from the released).
+    # The comparison models of train.comparison, trained here (names distinct from the released).
     "dncnn-s-trained": (
         MethodInfo(
             "dncnn-s-trained",
@@ -150,7 +151,7 @@ METHODS: dict[str, tuple[MethodInfo, Builder]] = {
         MethodInfo("panet-s", "PANet-S", "trained", DENOISE, published_names=("PANet-S",)),
         _trained("panet-s", _panet_chop),
     ),
-    # The variant of train.planned.nsr_gray_25 (sparse-), as NSR's Table 5 names it.
+    # The variant of train.comparison.nsr_gray_25 (sparse-), as NSR's Table 5 names it.
     "nsr": (
         MethodInfo("nsr", "NSR (sparse-)", "trained", DENOISE, published_names=("Sparse-",)),
         _trained("nsr", _nsr_patches),

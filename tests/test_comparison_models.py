@@ -1,4 +1,4 @@
-"""The comparison models of ``train.planned``: sizes, one training step each, their methods,
+"""The comparison models of ``train.comparison``: sizes, one training step each, their methods,
 and the multiply-adds per pixel against analytic counts and the papers."""
 
 from __future__ import annotations
@@ -19,15 +19,15 @@ from groupsc.train import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-# Trainable parameters of the planned runs as configured in params.yaml.
-PLANNED_PARAMS = {
+# Trainable parameters of the comparison runs as configured in params.yaml.
+RUN_PARAMS = {
     "dncnn-s_gray_25": 556_096,  # DnCNN-S with BN (555,137 once folded, as released)
     "panet-s_gray_25": 637_324,  # PANet-S gray: the RGB 639,630 less 2,306 in head and tail
     "nsr_gray_25": 626_273 + 2_081,  # sparse- (nsr.py) + one weight-norm gain per stored channel
     "dcsc_jpeg": 93_697,  # paper Table 1: 0.94e5
 }
-# (method key, task, level) of each planned run
-PLANNED_METHODS = {
+# (method key, task, level) of each comparison run
+RUN_METHODS = {
     "dncnn-s_gray_25": ("dncnn-s-trained", "gray_denoise", 25),
     "panet-s_gray_25": ("panet-s", "gray_denoise", 25),
     "nsr_gray_25": ("nsr", "gray_denoise", 25),
@@ -40,9 +40,9 @@ def params() -> dict:
     return load_params()
 
 
-def test_planned_runs_are_found_and_build_at_their_sizes(params):
-    assert set(params["train"]["planned"]) == set(PLANNED_PARAMS)
-    for name, expected in PLANNED_PARAMS.items():
+def test_comparison_runs_are_found_and_build_at_their_sizes(params):
+    assert set(params["train"]["comparison"]) == set(RUN_PARAMS)
+    for name, expected in RUN_PARAMS.items():
         for budget in ("cpu", "paper"):
             run, settings = run_config(name, params, budget)
             assert settings.pop("budget_name") == budget
@@ -50,7 +50,7 @@ def test_planned_runs_are_found_and_build_at_their_sizes(params):
             assert cfg.crop == run[budget].get("crop", cfg.crop)  # the run's block wins
         assert run["kind"] in MODEL_KINDS
         assert count_parameters(build_model(run["kind"], dict(run["model"]))) == expected
-        assert trained_run(*PLANNED_METHODS[name]) == name
+        assert trained_run(*RUN_METHODS[name]) == name
 
 
 def test_build_model_takes_plain_dicts():
@@ -74,15 +74,15 @@ def root(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_one_step_of_each_planned_run_then_its_method(root, params, monkeypatch):
-    """``groupsc.fit`` trains every planned run (1 step, batch 1, small crops) and the method
+def test_one_step_of_each_comparison_run_then_its_method(root, params, monkeypatch):
+    """``groupsc.fit`` trains every comparison run (1 step, batch 1, small crops) and the method
     of each loads the checkpoint and restores an image of the same shape."""
     tiny = copy.deepcopy(params)
-    for run in tiny["train"]["planned"].values():
+    for run in tiny["train"]["comparison"].values():
         run["paper"].update(batch=1, crop=24, check_every=1000, save_every=1000, threads=1)
     monkeypatch.setattr("groupsc.fit.load_params", lambda: tiny)
     y = np.random.default_rng(0).random((40, 44), dtype=np.float32)
-    for name, (key, task, level) in PLANNED_METHODS.items():
+    for name, (key, task, level) in RUN_METHODS.items():
         budget = fit(name, "paper", max_steps=1, out_root=root / "checkpoints", progress=False)
         assert budget["steps"] == 1 and (root / "checkpoints" / name / "model.pt").exists()
         out = get_method(key, task, level)(y)
@@ -90,7 +90,7 @@ def test_one_step_of_each_planned_run_then_its_method(root, params, monkeypatch)
 
 
 def test_missing_checkpoints_name_the_command(root):
-    with pytest.raises(DataMissingError, match=r"python -m groupsc.fit dncnn-s_gray_25.*no DVC"):
+    with pytest.raises(DataMissingError, match=r"dvc repro train_comparison@dncnn-s_gray_25"):
         get_method("dncnn-s-trained", "gray_denoise", 25)
     with pytest.raises(DataMissingError, match=r"dcsc_jpeg/model.pt is missing"):
         get_method("dcsc-trained", "jpeg", 40)  # one run for every quality
