@@ -79,3 +79,45 @@ def test_comparison_pairs_measured_with_published():
     assert list(bsd.published) == [29.22, 29.23]
     assert bsd.delta.round(2).tolist() == [0.03, 0.02]
     assert comp[comp.dataset == "Set12"].published.isna().all()
+
+
+def test_lineage_sums_the_chain_of_fine_tuned_runs(tmp_path, monkeypatch):
+    """A fine-tuned run's budget names the runs it started from and the chain's total minutes."""
+    ck = tmp_path / "checkpoints"
+    for run, minutes in (("a_gray_25", 60.0), ("b_gray_25", 20.0), ("c_gray_25", 30.0)):
+        (ck / run).mkdir(parents=True)
+        (ck / run / "train.json").write_text(
+            json.dumps({"train_minutes": minutes, "init_minutes": 1.0})
+        )
+    monkeypatch.setattr(results, "repo_root", lambda: tmp_path)
+    finetunes = {
+        "c_gray_25": {"init": {"from_run": "b_gray_25"}},
+        "b_gray_25": {"init": {"from_run": "a_gray_25"}},
+    }
+    rec = {
+        "key": "c__gray_denoise__BSD68__25",
+        "task": "gray_denoise",
+        "level": 25.0,
+        "source": "trained",
+    }
+    assert results._lineage(rec, finetunes) == (
+        "; started from b_gray_25 (21 min) <- a_gray_25 (61 min): 113 min in all"
+    )
+    assert results._lineage({**rec, "key": "a__gray_denoise__BSD68__25"}, finetunes) == ""
+    assert results._lineage({**rec, "source": "released"}, finetunes) == ""
+
+
+def test_add_seconds_matches_method_and_setting():
+    summary = pd.DataFrame(
+        [
+            ["A", "trained", "gray_denoise", "BSD68", 25.0, "sec_per_image", 2.0, "", ""],
+            ["A", "trained", "gray_denoise", "Set12", 25.0, "sec_per_image", 3.0, "", ""],
+            ["A", "trained", "gray_denoise", "BSD68", 25.0, "psnr", 29.0, "", ""],
+        ],
+        columns=results.COLUMNS,
+    )
+    table = pd.DataFrame({"method": ["A", "A", "B"], "dataset": ["Set12", "BSD68", "BSD68"]})
+    out = results.add_seconds(table, summary)
+    assert out["s/image"].tolist()[:2] == [3.0, 2.0] and pd.isna(out["s/image"].iloc[2])
+    only = results.add_seconds(pd.DataFrame({"method": ["A"]}), summary, "sec", dataset="Set12")
+    assert only.sec.tolist() == [3.0]

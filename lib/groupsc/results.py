@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from groupsc.fit import load_params
 from groupsc.methods import METHODS
+from groupsc.methods.trained import trained_run
 from groupsc.paths import repo_root, results_dir
 
 COLUMNS = ["method", "source", "task", "dataset", "level", "metric", "value", "params", "budget"]
@@ -50,6 +52,7 @@ def published_rows(folder: str | Path | None = None) -> pd.DataFrame:
 def measured_rows(folder: str | Path | None = None) -> pd.DataFrame:
     """Rows from every evaluation record ``*.json`` in ``folder`` (default results/per_image)."""
     folder = Path(folder) if folder else results_dir() / "per_image"
+    finetunes = load_params()["train"].get("finetunes") or {}
     rows = []
     for path in sorted(folder.glob("*.json")):
         rec = json.loads(path.read_text())
@@ -67,10 +70,34 @@ def measured_rows(folder: str | Path | None = None) -> pd.DataFrame:
                     "metric": metric,
                     "value": float(value),
                     "params": rec.get("params", ""),
-                    "budget": rec.get("budget", ""),
+                    "budget": rec.get("budget", "") + _lineage(rec, finetunes),
                 }
             )
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _lineage(rec: dict, finetunes: dict) -> str:
+    """For a model fine-tuned from other runs (``train.finetunes``), the runs it started from
+    and the training minutes of the whole chain; ``""`` for anything else.
+
+    ``rec`` is an evaluation record (its ``key`` starts with the method key).
+    """
+    if rec.get("source") != "trained":
+        return ""
+    run = trained_run(rec["key"].split("__")[0], rec["task"], rec["level"])
+    if run not in finetunes:
+        return ""
+
+    def minutes(name: str) -> float:
+        budget = json.loads((repo_root() / "checkpoints" / name / "train.json").read_text())
+        return budget["train_minutes"] + budget["init_minutes"]
+
+    chain, total = [], minutes(run)
+    while run in finetunes:
+        run = finetunes[run]["init"]["from_run"]
+        chain.append(f"{run} ({minutes(run):.0f} min)")
+        total += minutes(run)
+    return f"; started from {' <- '.join(chain)}: {total:.0f} min in all"
 
 
 def build_summary() -> pd.DataFrame:
@@ -130,6 +157,22 @@ def comparison(
             )
             rows.append({**base, "published": value, "reference": refs, "delta": r.value - value})
     return pd.DataFrame(rows)
+
+
+def add_seconds(
+    table: pd.DataFrame, summary: pd.DataFrame, column: str = "s/image", **where
+) -> pd.DataFrame:
+    """``table`` with a column of measured seconds per image (the ``sec_per_image`` rows).
+
+    Rows match on ``method`` and on whichever of ``task, dataset, level`` ``table`` has;
+    ``where`` first narrows the summary rows (``dataset="BSD68", level=25``).
+    """
+    sec = summary[summary.metric == "sec_per_image"]
+    for key, value in where.items():
+        sec = sec[sec[key] == value]
+    keys = ["method"] + [k for k in ("task", "dataset", "level") if k in table.columns]
+    sec = sec[keys + ["value"]].rename(columns={"value": column})
+    return table.merge(sec, on=keys, how="left")
 
 
 def main(argv: list[str] | None = None) -> int:
