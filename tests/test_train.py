@@ -57,22 +57,23 @@ def test_backtracking_restores_and_lowers_the_rate(tmp_path, have_data):
     assert "backtrack" in log[0] and any(r.endswith(",1") for r in log[1:])
 
 
-def test_finetune_runs_start_from_the_trained_sc(have_data):
+def test_finetune_runs_start_from_their_parent_run(have_data):
     """train.finetunes runs are found by name and start from their from_run checkpoint, with
     the kappa / threshold-scale / gamma overrides of params.yaml applied."""
     from groupsc.fit import _initializer, build_model, load_params, run_config
     from groupsc.methods import load_trained
 
     params = load_params()
-    sc = load_trained("sc_gray_25")
     for name in params["train"]["finetunes"]:
         run, settings = run_config(name, params)
         settings.pop("budget_name")
-        model = build_model(run["kind"], dict(run["model"]))
-        _initializer(run, run["init"], TrainConfig(**settings))(model)
         init = run["init"]
-        assert torch.equal(model.D, sc.D) and torch.equal(model.W, sc.W)
-        assert torch.allclose(model.lam, sc.lam * init.get("lam_scale", 1.0))
-        assert torch.all(model.kappa == init.get("kappa", 1.0))
+        parent = load_trained(init["from_run"])
+        model = build_model(run["kind"], dict(run["model"]))
+        _initializer(run, init, TrainConfig(**settings))(model)
+        assert torch.equal(model.D, parent.D) and torch.equal(model.W, parent.W)
+        assert torch.allclose(model.lam, parent.lam * init.get("lam_scale", 1.0))
+        if run["kind"] != "sc":
+            assert torch.all(model.kappa == init.get("kappa", 1.0))
         if run["kind"] == "csr":
             assert torch.all(model.gamma == init["gamma"])
