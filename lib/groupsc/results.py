@@ -56,6 +56,7 @@ def measured_rows(folder: str | Path | None = None) -> pd.DataFrame:
     rows = []
     for path in sorted(folder.glob("*.json")):
         rec = json.loads(path.read_text())
+        budget = rec.get("budget", "") + _lineage(rec, finetunes)  # once per record
         for metric in METRICS:
             value = rec.get(metric)
             if value is None:
@@ -70,7 +71,7 @@ def measured_rows(folder: str | Path | None = None) -> pd.DataFrame:
                     "metric": metric,
                     "value": float(value),
                     "params": rec.get("params", ""),
-                    "budget": rec.get("budget", "") + _lineage(rec, finetunes),
+                    "budget": budget,
                 }
             )
     return pd.DataFrame(rows, columns=COLUMNS)
