@@ -77,3 +77,24 @@ def test_finetune_runs_start_from_their_parent_run(have_data):
             assert torch.all(model.kappa == init.get("kappa", 1.0))
         if run["kind"] == "csr":
             assert torch.all(model.gamma == init["gamma"])
+
+
+def test_comparison_finetunes_start_from_their_parent_weights(have_data):
+    """train.comparison_finetunes runs (DnCNN-S / NSR at other sigmas) train at their own level
+    and start from every weight of their trained parent (same architecture)."""
+    from groupsc.fit import _initializer, build_model, load_params, run_config
+    from groupsc.methods import load_trained
+
+    params = load_params()
+    runs = params["train"]["comparison_finetunes"]
+    assert runs
+    for name in runs:
+        run, settings = run_config(name, params)
+        settings.pop("budget_name")
+        assert settings["levels"] == [int(name.rsplit("_", 1)[1])]
+        parent = load_trained(run["init"]["from_run"]).state_dict()
+        model = build_model(run["kind"], dict(run["model"]))
+        _initializer(run, run["init"], TrainConfig(**settings))(model)
+        state = model.state_dict()
+        assert state.keys() == parent.keys()
+        assert all(torch.equal(state[k], parent[k]) for k in state)

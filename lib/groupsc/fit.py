@@ -23,7 +23,8 @@ import yaml
 from groupsc.paths import DataMissingError, repo_root
 
 MODEL_KINDS = ("sc", "csr", "groupsc", "dncnn", "dcsc", "panet", "nsr")
-RUN_SECTIONS = ("runs", "finetunes", "comparison")  # the sections of train.* holding runs
+# the sections of train.* holding runs
+RUN_SECTIONS = ("runs", "finetunes", "comparison", "comparison_finetunes")
 
 
 def load_params() -> dict:
@@ -60,8 +61,9 @@ def run_config(name: str, params: dict, budget: str | None = None) -> tuple[dict
     """(run entry, merged training settings) of run ``name`` under ``budget``.
 
     Runs live in ``train.runs`` (trained from a dictionary), ``train.finetunes`` (started from
-    another run's weights, ``init.from_run``; their DVC stage depends on that checkpoint) or
-    ``train.comparison`` (the comparison models of issue 4; the ``train_comparison`` stage).
+    another run's weights, ``init.from_run``; their DVC stage depends on that checkpoint),
+    ``train.comparison`` (the comparison models of issue 4; the ``train_comparison`` stage) or
+    ``train.comparison_finetunes`` (those started from a trained comparison model).
     Settings merge, later winning: the preset, the run's ``train``, the run's block named after
     the preset (``paper:`` holds that paper's own batch / crop / schedule, ``cpu:`` the cuts).
     """

@@ -52,7 +52,8 @@ def published_rows(folder: str | Path | None = None) -> pd.DataFrame:
 def measured_rows(folder: str | Path | None = None) -> pd.DataFrame:
     """Rows from every evaluation record ``*.json`` in ``folder`` (default results/per_image)."""
     folder = Path(folder) if folder else results_dir() / "per_image"
-    finetunes = load_params()["train"].get("finetunes") or {}
+    train = load_params()["train"]
+    finetunes = {**(train.get("finetunes") or {}), **(train.get("comparison_finetunes") or {})}
     rows = []
     for path in sorted(folder.glob("*.json")):
         rec = json.loads(path.read_text())
@@ -78,7 +79,8 @@ def measured_rows(folder: str | Path | None = None) -> pd.DataFrame:
 
 
 def _lineage(rec: dict, finetunes: dict) -> str:
-    """For a model fine-tuned from other runs (``train.finetunes``), the runs it started from
+    """For a model fine-tuned from other runs (``train.finetunes`` and
+    ``train.comparison_finetunes``), the runs it started from
     and the training minutes of the whole chain; ``""`` for anything else.
 
     ``rec`` is an evaluation record (its ``key`` starts with the method key).

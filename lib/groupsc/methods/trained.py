@@ -73,7 +73,12 @@ def _train_command(run: str) -> str:
     from groupsc.fit import load_params
 
     train = load_params()["train"]
-    stages = (("runs", "train"), ("finetunes", "finetune"), ("comparison", "train_comparison"))
+    stages = (
+        ("runs", "train"),
+        ("finetunes", "finetune"),
+        ("comparison", "train_comparison"),
+        ("comparison_finetunes", "finetune_comparison"),
+    )
     for section, stage in stages:
         if run in (train.get(section) or {}):
             return f"`dvc repro {stage}@{run}` (or `python -m groupsc.fit {run}`)"
