@@ -107,6 +107,15 @@ def test_lineage_sums_the_chain_of_fine_tuned_runs(tmp_path, monkeypatch):
     assert results._lineage({**rec, "source": "released"}, finetunes) == ""
 
 
+def test_comparison_finetune_budgets_name_their_parent():
+    """The summary budget of a comparison model fine-tuned at another sigma (DnCNN-S at 15,
+    train.comparison_finetunes) names the sigma-25 run it started from."""
+    rows = results.measured_rows()
+    rows = rows[(rows.method == "DnCNN-S (trained)") & (rows.level == 15)]
+    assert len(rows) > 0
+    assert rows.budget.str.contains("started from dncnn-s_gray_25 ").all()
+
+
 def test_add_seconds_matches_method_and_setting():
     summary = pd.DataFrame(
         [
