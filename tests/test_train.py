@@ -57,20 +57,28 @@ def test_backtracking_restores_and_lowers_the_rate(tmp_path, have_data):
     assert "backtrack" in log[0] and any(r.endswith(",1") for r in log[1:])
 
 
-def test_finetune_runs_start_from_their_parent_run(have_data):
-    """train.finetunes runs are found by name and start from their from_run checkpoint, with
-    the kappa / threshold-scale / gamma overrides of params.yaml applied."""
+def _finetunes_initialized(section: str):
+    """(name, run, merged settings, parent model, fresh model after its one-time
+    initialization) for every run of ``train.<section>``."""
     from groupsc.fit import _initializer, build_model, load_params, run_config
     from groupsc.methods import load_trained
 
     params = load_params()
-    for name in params["train"]["finetunes"]:
+    runs = params["train"][section]
+    assert runs
+    for name in runs:
         run, settings = run_config(name, params)
         settings.pop("budget_name")
-        init = run["init"]
-        parent = load_trained(init["from_run"])
         model = build_model(run["kind"], dict(run["model"]))
-        _initializer(run, init, TrainConfig(**settings))(model)
+        _initializer(run, run["init"], TrainConfig(**settings))(model)
+        yield name, run, settings, load_trained(run["init"]["from_run"]), model
+
+
+def test_finetune_runs_start_from_their_parent_run(have_data):
+    """train.finetunes runs are found by name and start from their from_run checkpoint, with
+    the kappa / threshold-scale / gamma overrides of params.yaml applied."""
+    for _, run, _, parent, model in _finetunes_initialized("finetunes"):
+        init = run["init"]
         assert torch.equal(model.D, parent.D) and torch.equal(model.W, parent.W)
         assert torch.allclose(model.lam, parent.lam * init.get("lam_scale", 1.0))
         if run["kind"] != "sc":
@@ -82,19 +90,8 @@ def test_finetune_runs_start_from_their_parent_run(have_data):
 def test_comparison_finetunes_start_from_their_parent_weights(have_data):
     """train.comparison_finetunes runs (DnCNN-S / NSR at other sigmas) train at their own level
     and start from every weight of their trained parent (same architecture)."""
-    from groupsc.fit import _initializer, build_model, load_params, run_config
-    from groupsc.methods import load_trained
-
-    params = load_params()
-    runs = params["train"]["comparison_finetunes"]
-    assert runs
-    for name in runs:
-        run, settings = run_config(name, params)
-        settings.pop("budget_name")
+    for name, _, settings, parent, model in _finetunes_initialized("comparison_finetunes"):
         assert settings["levels"] == [int(name.rsplit("_", 1)[1])]
-        parent = load_trained(run["init"]["from_run"]).state_dict()
-        model = build_model(run["kind"], dict(run["model"]))
-        _initializer(run, run["init"], TrainConfig(**settings))(model)
-        state = model.state_dict()
-        assert state.keys() == parent.keys()
-        assert all(torch.equal(state[k], parent[k]) for k in state)
+        state, parent_state = model.state_dict(), parent.state_dict()
+        assert state.keys() == parent_state.keys()
+        assert all(torch.equal(state[k], parent_state[k]) for k in state)

@@ -1,5 +1,5 @@
-"""Train one run of ``params.yaml`` (``train.runs``, ``train.finetunes`` or ``train.comparison``)
-under a budget preset.
+"""Train one run of ``params.yaml`` (a section of ``train.*``: see ``RUN_STAGES``) under a
+budget preset.
 
     python -m groupsc.fit sc_gray_25            # preset from train.budget (cpu by default)
     python -m groupsc.fit sc_gray_25 --budget paper --max-steps 5   # smoke test of the paper one
@@ -23,8 +23,13 @@ import yaml
 from groupsc.paths import DataMissingError, repo_root
 
 MODEL_KINDS = ("sc", "csr", "groupsc", "dncnn", "dcsc", "panet", "nsr")
-# the sections of train.* holding runs
-RUN_SECTIONS = ("runs", "finetunes", "comparison", "comparison_finetunes")
+# the sections of train.* holding runs, and the dvc.yaml stage that trains each one's runs
+RUN_STAGES = {
+    "runs": "train",
+    "finetunes": "finetune",
+    "comparison": "train_comparison",
+    "comparison_finetunes": "finetune_comparison",
+}
 
 
 def load_params() -> dict:
@@ -57,6 +62,17 @@ def build_model(kind: str, config: dict) -> torch.nn.Module:
     raise KeyError(f"unknown model kind {kind!r}; known: {', '.join(MODEL_KINDS)}")
 
 
+def all_runs(params: dict) -> dict[str, dict]:
+    """Every run of ``params.yaml``'s ``train.*`` sections, by name."""
+    train = params["train"]
+    return {k: v for s in RUN_STAGES for k, v in (train.get(s) or {}).items()}
+
+
+def finetuned_runs(params: dict) -> dict[str, dict]:
+    """The runs that start from another run's weights (``init.from_run``), by name."""
+    return {k: v for k, v in all_runs(params).items() if "from_run" in (v.get("init") or {})}
+
+
 def run_config(name: str, params: dict, budget: str | None = None) -> tuple[dict, dict]:
     """(run entry, merged training settings) of run ``name`` under ``budget``.
 
@@ -67,7 +83,7 @@ def run_config(name: str, params: dict, budget: str | None = None) -> tuple[dict
     Settings merge, later winning: the preset, the run's ``train``, the run's block named after
     the preset (``paper:`` holds that paper's own batch / crop / schedule, ``cpu:`` the cuts).
     """
-    runs = {k: v for s in RUN_SECTIONS for k, v in (params["train"].get(s) or {}).items()}
+    runs = all_runs(params)
     if name not in runs:
         raise KeyError(f"unknown run {name!r}; runs in params.yaml: {', '.join(runs)}")
     run = runs[name]
@@ -147,7 +163,7 @@ def _initializer(run: dict, init_cfg: dict, cfg):
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("run", help="a run name of params.yaml (train.runs / finetunes / comparison)")
+    p.add_argument("run", help=f"a run name of params.yaml (train.{{{', '.join(RUN_STAGES)}}})")
     p.add_argument("--budget", default=None, help="preset name (default: train.budget)")
     p.add_argument("--max-steps", type=int, default=None, help="override, for smoke tests")
     p.add_argument("--out-root", default=None, help="default: checkpoints/")

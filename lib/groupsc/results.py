@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from groupsc.fit import load_params
+from groupsc.fit import finetuned_runs, load_params
 from groupsc.methods import METHODS
 from groupsc.methods.trained import trained_run
 from groupsc.paths import repo_root, results_dir
@@ -52,8 +52,7 @@ def published_rows(folder: str | Path | None = None) -> pd.DataFrame:
 def measured_rows(folder: str | Path | None = None) -> pd.DataFrame:
     """Rows from every evaluation record ``*.json`` in ``folder`` (default results/per_image)."""
     folder = Path(folder) if folder else results_dir() / "per_image"
-    train = load_params()["train"]
-    finetunes = {**(train.get("finetunes") or {}), **(train.get("comparison_finetunes") or {})}
+    finetunes = finetuned_runs(load_params())
     rows = []
     for path in sorted(folder.glob("*.json")):
         rec = json.loads(path.read_text())
@@ -79,9 +78,8 @@ def measured_rows(folder: str | Path | None = None) -> pd.DataFrame:
 
 
 def _lineage(rec: dict, finetunes: dict) -> str:
-    """For a model fine-tuned from other runs (``train.finetunes`` and
-    ``train.comparison_finetunes``), the runs it started from
-    and the training minutes of the whole chain; ``""`` for anything else.
+    """For a model fine-tuned from other runs (``finetunes``: runs with ``init.from_run``), the
+    runs it started from and the training minutes of the whole chain; ``""`` for anything else.
 
     ``rec`` is an evaluation record (its ``key`` starts with the method key).
     """

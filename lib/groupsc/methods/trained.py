@@ -70,16 +70,10 @@ def load_trained(run: str) -> torch.nn.Module:
 
 def _train_command(run: str) -> str:
     """How to train ``run``: its DVC stage if it has one, else ``groupsc.fit`` alone."""
-    from groupsc.fit import load_params
+    from groupsc.fit import RUN_STAGES, load_params
 
     train = load_params()["train"]
-    stages = (
-        ("runs", "train"),
-        ("finetunes", "finetune"),
-        ("comparison", "train_comparison"),
-        ("comparison_finetunes", "finetune_comparison"),
-    )
-    for section, stage in stages:
+    for section, stage in RUN_STAGES.items():
         if run in (train.get(section) or {}):
             return f"`dvc repro {stage}@{run}` (or `python -m groupsc.fit {run}`)"
     return f"`python -m groupsc.fit {run}` ({run!r} is not a run of params.yaml's train.*)"
