@@ -55,6 +55,46 @@ def test_evaluate_writes_csv_and_record(tmp_path, have_data):
     assert (rows.source == "released").all()
 
 
+def test_killed_evaluation_resumes_where_it_stopped(tmp_path, have_data, monkeypatch):
+    whole, rec_whole = ev.evaluate("input", "gray_denoise", "Set12", 25, limit=3, progress=False)
+    real = get_method("input", "gray_denoise", 25)
+    calls = []
+
+    def restorer(fails_at: int | None):
+        def restore(obs):
+            calls.append(1)
+            if len(calls) == fails_at:
+                raise KeyboardInterrupt  # killed during the second image
+            return real(obs)
+
+        return lambda method, task, level: restore
+
+    args = ("input", "gray_denoise", "Set12", 25)
+    kw = {"limit": 3, "out_dir": tmp_path, "progress": False}
+    monkeypatch.setattr(ev, "get_method", restorer(fails_at=2))
+    with pytest.raises(KeyboardInterrupt):
+        ev.evaluate(*args, **kw)
+    partial = tmp_path / ".partial" / "input__gray_denoise__Set12__25.csv"
+    assert list(pd.read_csv(partial, dtype={"name": str}).name) == ["01"]
+    calls.clear()
+    monkeypatch.setattr(ev, "get_method", restorer(fails_at=None))
+    table, rec = ev.evaluate(*args, **kw)
+    assert len(calls) == 2  # image 01 was not restored again
+    assert list(table.name) == ["01", "02", "03"]
+    pd.testing.assert_frame_equal(table.drop(columns="seconds"), whole.drop(columns="seconds"))
+    assert rec.psnr == pytest.approx(rec_whole.psnr, abs=1e-6)
+    assert not partial.exists()
+    # another seed is another evaluation: nothing is taken from a partial of seed 0
+    calls.clear()
+    monkeypatch.setattr(ev, "get_method", restorer(fails_at=2))
+    with pytest.raises(KeyboardInterrupt):
+        ev.evaluate(*args, **kw)
+    calls.clear()
+    monkeypatch.setattr(ev, "get_method", restorer(fails_at=None))
+    ev.evaluate(*args, seed=1, **kw)
+    assert len(calls) == 3
+
+
 def test_published_rows_are_the_reference_csvs():
     pub = results.published_rows()
     n = sum(len(pd.read_csv(repo_root() / "references" / f)) for f in results.PUBLISHED_FILES)

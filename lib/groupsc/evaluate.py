@@ -6,6 +6,13 @@ For every image of the dataset (loaded in the task's mode, see
 [0, 1] and rounded to 8 bits (as saving the result would), then scored against the clean image
 with PSNR, SSIM and, for JPEG, PSNR-B. Seconds per image time the method call alone.
 
+Resumable: with an output folder, each finished image is appended to
+``<out_dir>/.partial/<key>.csv`` (ignored by git and DVC). A later run of the same evaluation
+(same method, setting, seed, weights and budget) skips those images and says so, so a killed
+evaluation of PANet-S or the dense GroupSC (hours on BSD68) continues where it stopped; the
+images are independent (noise seeded per image), so the result is the same. ``--fresh``
+discards the partial rows; they are deleted once the evaluation is written.
+
 Command line (one evaluation; also rebuilds ``results/summary.csv``)::
 
     python -m groupsc.evaluate --method dncnn-s --task gray_denoise --dataset BSD68 --level 25
@@ -60,6 +67,40 @@ def eval_key(method: str, task: str, dataset: str, level: float) -> str:
     return f"{method}__{task}__{dataset}__{float(level):g}"
 
 
+PARTIAL_COLUMNS = ["name", "psnr", "ssim", "psnrb", "seconds", "peak_rss_mb"]
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+class _Partial:
+    """The rows of an unfinished evaluation: ``<out_dir>/.partial/<key>.csv`` + its identity."""
+
+    def __init__(self, out_dir: Path, key: str, identity: dict, fresh: bool) -> None:
+        folder = out_dir / ".partial"
+        self.csv, self.meta = folder / f"{key}.csv", folder / f"{key}.json"
+        self.identity = identity
+        self.rows: list[dict] = []
+        if not fresh and self.csv.exists() and self.meta.exists():
+            if json.loads(self.meta.read_text()) == identity:
+                self.rows = pd.read_csv(self.csv, dtype={"name": str}).to_dict("records")
+        if not self.rows:  # start over: new (or stale) identity
+            folder.mkdir(parents=True, exist_ok=True)
+            self.meta.write_text(json.dumps(identity, indent=1) + "\n")
+            pd.DataFrame(columns=PARTIAL_COLUMNS).to_csv(self.csv, index=False)
+
+    def add(self, row: dict) -> None:
+        self.rows.append(row)
+        pd.DataFrame([row], columns=PARTIAL_COLUMNS).to_csv(
+            self.csv, mode="a", header=False, index=False, float_format="%.6f"
+        )
+
+    def remove(self) -> None:
+        self.csv.unlink(missing_ok=True)
+        self.meta.unlink(missing_ok=True)
+
+
 def evaluate(
     method: str,
     task: str,
@@ -70,9 +111,12 @@ def evaluate(
     limit: int | None = None,
     out_dir: str | Path | None = None,
     progress: bool = True,
+    fresh: bool = False,
 ) -> tuple[pd.DataFrame, EvalRecord]:
     """Run one evaluation; write ``<out_dir>/<key>.csv`` and ``.json`` unless ``out_dir`` is None.
 
+    With ``out_dir``, images finished by an interrupted run of the same evaluation are taken
+    from ``<out_dir>/.partial/`` (module docstring) unless ``fresh``.
     Returns the per-image table (name, psnr, ssim, psnrb, seconds) and the summary record.
     """
     info = method_info(method)
@@ -80,8 +124,25 @@ def evaluate(
     restore = get_method(method, task, level)
     mode = task_mode(task)
     paths = image_paths(dataset)[:limit]
+    key = eval_key(method, task, dataset, level)
+    params = getattr(restore, "params", info.params)
+    budget = getattr(restore, "budget", info.budget)
+    partial = None
+    if out_dir is not None:
+        identity = {
+            "key": key,
+            "seed": seed,
+            "params": params,
+            "budget": budget,
+            "weights_sha256": getattr(restore, "weights_sha256", None),
+        }
+        partial = _Partial(Path(out_dir), key, identity, fresh)
+    done = {row["name"]: row for row in (partial.rows if partial else [])}
+    todo = [p for p in paths if p.stem not in done]
+    if progress and len(todo) < len(paths):
+        print(f"resuming {key}: {len(paths) - len(todo)} of {len(paths)} images already done")
     rows = []
-    for path in tqdm(paths, desc=f"{method} {task} {dataset} {level:g}", disable=not progress):
+    for path in tqdm(todo, desc=f"{method} {task} {dataset} {level:g}", disable=not progress):
         clean = load_image(path, mode)
         obs = degrade(clean, task, level, dataset=dataset, image=path.stem, seed=seed)
         t0 = time.perf_counter()
@@ -90,18 +151,22 @@ def evaluate(
         if est.shape != clean.shape:
             raise RuntimeError(f"{method} returned shape {est.shape} for {clean.shape}")
         est = quantize(est)
-        rows.append(
-            {
-                "name": path.stem,
-                "psnr": psnr(est, clean),
-                "ssim": ssim(est, clean),
-                "psnrb": psnrb(est, clean) if task == "jpeg" else np.nan,
-                "seconds": seconds,
-            }
-        )
-    table = pd.DataFrame(rows)
+        row = {
+            "name": path.stem,
+            "psnr": psnr(est, clean),
+            "ssim": ssim(est, clean),
+            "psnrb": psnrb(est, clean) if task == "jpeg" else np.nan,
+            "seconds": seconds,
+            "peak_rss_mb": _peak_rss_mb(),
+        }
+        rows.append(row)
+        if partial is not None:
+            partial.add(row)
+    by_name = {**done, **{row["name"]: row for row in rows}}
+    table = pd.DataFrame([by_name[p.stem] for p in paths], columns=PARTIAL_COLUMNS)
+    peak_rss = float(table.pop("peak_rss_mb").max()) if len(table) else _peak_rss_mb()
     record = EvalRecord(
-        key=eval_key(method, task, dataset, level),
+        key=key,
         method=info.name,
         source=info.source,
         task=task,
@@ -113,16 +178,16 @@ def evaluate(
         ssim=float(table.ssim.mean()),
         psnrb=float(table.psnrb.mean()) if task == "jpeg" else None,
         sec_per_image=float(table.seconds.mean()),
-        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-        params=getattr(restore, "params", info.params),
-        budget=getattr(restore, "budget", info.budget),
+        peak_rss_mb=max(peak_rss, _peak_rss_mb()),
+        params=params,
+        budget=budget,
         threads=torch.get_num_threads(),
     )
     if out_dir is not None:
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
         table.to_csv(out / f"{record.key}.csv", index=False, float_format="%.6f")
         (out / f"{record.key}.json").write_text(json.dumps(asdict(record), indent=1) + "\n")
+        partial.remove()
     return table, record
 
 
@@ -152,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--out-dir", default=None, help="default: results/per_image")
     p.add_argument("--no-summary", action="store_true", help="do not rebuild results/summary.csv")
+    p.add_argument(
+        "--fresh", action="store_true", help="ignore the images of an interrupted run (.partial/)"
+    )
     p.add_argument(
         "--spread-seeds",
         type=int,
@@ -183,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             limit=args.limit,
             out_dir=out_dir,
+            fresh=args.fresh,
         )
     except (DataMissingError, KeyError, ValueError) as err:
         print(f"error: {err.args[0] if isinstance(err, KeyError) else err}", file=sys.stderr)

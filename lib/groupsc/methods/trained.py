@@ -15,6 +15,7 @@ dcsc-trained     ``dcsc_jpeg`` (every quality)      whole image (Y channel)
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 
 import torch
@@ -48,8 +49,9 @@ def trained_run(kind: str, task: str, level: float) -> str:
 
 
 def load_trained(run: str) -> torch.nn.Module:
-    """A model trained here (``checkpoints/<run>/model.pt``), with ``budget``, ``n_params`` and
-    ``train_config`` (the run's :class:`groupsc.train.TrainConfig` as a dict) attached."""
+    """A model trained here (``checkpoints/<run>/model.pt``), with ``budget``, ``n_params``,
+    ``train_config`` (the run's :class:`groupsc.train.TrainConfig` as a dict) and
+    ``weights_sha256`` (of the file) attached."""
     from groupsc.fit import build_model
     from groupsc.models import count_parameters
     from groupsc.paths import DataMissingError, repo_root
@@ -65,6 +67,7 @@ def load_trained(run: str) -> torch.nn.Module:
     model.budget = f"{ck['budget'].get('budget', '')} budget: {budget_label(ck['budget'])}"
     model.n_params = str(count_parameters(model))
     model.train_config = ck["train_config"]
+    model.weights_sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
     return model.eval()
 
 
@@ -107,6 +110,7 @@ def _trained(
         model = load_trained(trained_run(kind, task, level))
         restorer = TorchRestorer(wrap(model) if wrap else model)
         restorer.budget, restorer.params = model.budget, model.n_params
+        restorer.weights_sha256 = model.weights_sha256
         return restorer
 
     return build
