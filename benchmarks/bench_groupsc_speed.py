@@ -18,7 +18,7 @@ import multiprocessing as mp
 import sys
 from pathlib import Path
 
-METHODS = ("sc", "csr", "groupsc", "groupsc-knn")  # method keys; CSR uses k-NN similarities
+METHODS = ("sc", "csr", "groupsc", "groupsc-knn", "groupsc-knn12")  # CSR: k-NN similarities
 TASK = "gray_denoise"
 
 

@@ -76,15 +76,30 @@ def _finetunes_initialized(section: str):
 
 def test_finetune_runs_start_from_their_parent_run(have_data):
     """train.finetunes runs are found by name and start from their from_run checkpoint, with
-    the kappa / threshold-scale / gamma overrides of params.yaml applied."""
+    the kappa / threshold-scale / gamma overrides of params.yaml applied, and the thresholds
+    resampled where the run has fewer unrolled steps than its parent."""
+    from groupsc.fit import resample_steps
+
     for _, run, _, parent, model in _finetunes_initialized("finetunes"):
         init = run["init"]
         assert torch.equal(model.D, parent.D) and torch.equal(model.W, parent.W)
-        assert torch.allclose(model.lam, parent.lam * init.get("lam_scale", 1.0))
-        if run["kind"] != "sc":
-            assert torch.all(model.kappa == init.get("kappa", 1.0))
+        lam = parent.lam if model.steps == parent.steps else resample_steps(parent.lam, model.steps)
+        assert torch.allclose(model.lam, lam * init.get("lam_scale", 1.0))
+        if "kappa" in init:
+            assert torch.all(model.kappa == init["kappa"])
+        elif run["kind"] != "sc" and parent.prox != "soft":  # kept from a non-local parent
+            assert torch.equal(model.kappa, parent.kappa)
         if run["kind"] == "csr":
             assert torch.all(model.gamma == init["gamma"])
+
+
+def test_resample_steps_keeps_the_ends_and_samples_evenly():
+    from groupsc.fit import resample_steps
+
+    lam = torch.arange(24.0)[:, None].repeat(1, 3)
+    out = resample_steps(lam, 12)
+    assert out[:, 0].tolist() == [0, 2, 4, 6, 8, 10, 13, 15, 17, 19, 21, 23]
+    assert torch.equal(resample_steps(lam, 24), lam)
 
 
 def test_comparison_finetunes_start_from_their_parent_weights(have_data):

@@ -130,6 +130,17 @@ def fit(
     )
 
 
+def resample_steps(lam: torch.Tensor, steps: int) -> torch.Tensor:
+    """Per-step thresholds ``(K, atoms)`` of a trained model for a model with ``steps`` steps.
+
+    Step ``j`` takes the parent's step ``round(j (K - 1) / (steps - 1))``: the first and the
+    last thresholds are kept and the schedule in between is sampled evenly (24 -> 12 steps:
+    0, 2, ..., 10, 13, ..., 21, 23).
+    """
+    idx = torch.linspace(0, lam.shape[0] - 1, steps).round().long()
+    return lam[idx].clone()
+
+
 def _initializer(run: dict, init_cfg: dict, cfg):
     """The one-time initialization of a fresh run (dictionary learning, or a trained run)."""
 
@@ -138,7 +149,14 @@ def _initializer(run: dict, init_cfg: dict, cfg):
             ck = torch.load(
                 repo_root() / "checkpoints" / init_cfg["from_run"] / "model.pt", weights_only=True
             )
-            missing = model.load_state_dict(ck["model"], strict=False)
+            state = ck["model"]
+            if "lam" in state and state["lam"].shape[0] != model.lam.shape[0]:
+                state = {**state, "lam": resample_steps(state["lam"], model.lam.shape[0])}
+                print(
+                    f"thresholds resampled from {ck['model']['lam'].shape[0]} to "
+                    f"{model.lam.shape[0]} unrolled steps"
+                )
+            missing = model.load_state_dict(state, strict=False)
             with torch.no_grad():  # start the non-local model near the one it comes from
                 if "kappa" in init_cfg:
                     model.kappa.fill_(init_cfg["kappa"])

@@ -1,7 +1,8 @@
 """Models trained here: loaded from ``checkpoints/<run>/model.pt`` with their budget.
 
-The paper's models (``sc``, ``csr``, ``groupsc``, ``groupsc-knn``) and the comparison models
-of ``train.comparison`` (keys distinct from the released weights' ``dncnn-s`` / ``dcsc-updated``):
+The paper's models (``sc``, ``csr``, ``groupsc``, ``groupsc-knn``, ``groupsc-knn12``) and the
+comparison models of ``train.comparison`` (keys distinct from the released weights' ``dncnn-s``
+/ ``dcsc-updated``):
 
 ===============  =================================  ==========================================
 key              checkpoint (``params.yaml`` run)   inference
@@ -136,6 +137,17 @@ METHODS: dict[str, tuple[MethodInfo, Builder]] = {
             "groupsc-knn", "GroupSC (k-NN)", "trained", DENOISE, published_names=("GroupSC",)
         ),
         _trained("groupsc-knn"),
+    ),
+    # The same with K = 12 unrolled steps instead of 24 (the fastest non-local variant).
+    "groupsc-knn12": (
+        MethodInfo(
+            "groupsc-knn12",
+            "GroupSC (k-NN, K=12)",
+            "trained",
+            DENOISE,
+            published_names=("GroupSC",),
+        ),
+        _trained("groupsc-knn12"),
     ),
     # The comparison models of train.comparison, trained here (names distinct from the released).
     "dncnn-s-trained": (
