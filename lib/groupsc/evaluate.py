@@ -75,12 +75,14 @@ def _peak_rss_mb() -> float:
 
 
 class _Partial:
-    """The rows of an unfinished evaluation: ``<out_dir>/.partial/<key>.csv`` + its identity."""
+    """The rows of an unfinished evaluation: ``<out_dir>/.partial/<key>.csv`` + its identity.
+
+    ``rows`` are those of an earlier run with the same identity (empty when starting over).
+    """
 
     def __init__(self, out_dir: Path, key: str, identity: dict, fresh: bool) -> None:
         folder = out_dir / ".partial"
         self.csv, self.meta = folder / f"{key}.csv", folder / f"{key}.json"
-        self.identity = identity
         self.rows: list[dict] = []
         if not fresh and self.csv.exists() and self.meta.exists():
             if json.loads(self.meta.read_text()) == identity:
@@ -91,7 +93,7 @@ class _Partial:
             pd.DataFrame(columns=PARTIAL_COLUMNS).to_csv(self.csv, index=False)
 
     def add(self, row: dict) -> None:
-        self.rows.append(row)
+        """Append one finished image to the file."""
         pd.DataFrame([row], columns=PARTIAL_COLUMNS).to_csv(
             self.csv, mode="a", header=False, index=False, float_format="%.6f"
         )

@@ -17,6 +17,7 @@ dcsc-trained     ``dcsc_jpeg`` (every quality)      whole image (Y channel)
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Callable
 
 import torch
@@ -61,14 +62,15 @@ def load_trained(run: str) -> torch.nn.Module:
     path = repo_root() / "checkpoints" / run / "model.pt"
     if not path.exists():
         raise DataMissingError(f"{path} is missing: train it with {_train_command(run)}")
-    ck = torch.load(path, weights_only=True)
+    raw = path.read_bytes()  # read once: loaded and hashed
+    ck = torch.load(io.BytesIO(raw), weights_only=True)
     cfg = dict(ck["model_config"])
     model = build_model(cfg.pop("kind"), cfg)
     model.load_state_dict(ck["model"])
     model.budget = f"{ck['budget'].get('budget', '')} budget: {budget_label(ck['budget'])}"
     model.n_params = str(count_parameters(model))
     model.train_config = ck["train_config"]
-    model.weights_sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+    model.weights_sha256 = hashlib.sha256(raw).hexdigest()
     return model.eval()
 
 
