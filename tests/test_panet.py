@@ -54,6 +54,48 @@ def test_attention_matches_conv_deconv_formulation():
     assert torch.allclose(pa(x), _reference_attention(pa, x), atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    ("patch", "shape", "rows"),
+    [
+        (3, (2, 8, 13, 10), 8),
+        (3, (1, 8, 13, 10), 4),
+        (3, (1, 8, 9, 11), 1),
+        (5, (1, 8, 11, 9), 3),
+        (1, (1, 8, 6, 7), 2),
+        (3, (1, 8, 1, 1), 8),
+    ],
+)
+def test_shifted_inference_path_equals_the_unfold_path(patch, shape, rows):
+    # Without gradients the forward takes the shifted-sum path; in float64 it must agree with
+    # the direct unfold-and-matmul path and the conv/deconv formulation to rounding error.
+    torch.manual_seed(0)
+    pa = PyramidAttention(channels=8, patch=patch).double()
+    pa.shifted_rows = rows
+    x = torch.randn(*shape, dtype=torch.float64)
+    with torch.no_grad():
+        fast = pa(x)
+        pa.unfold_path = True
+        direct = pa(x)
+        conv = _reference_attention(pa, x)
+    assert (fast - direct).abs().max() < 1e-12
+    assert (fast - conv).abs().max() < 1e-12
+
+
+def test_training_and_attention_maps_use_the_unfold_path(monkeypatch):
+    pa = PyramidAttention(channels=8)
+    x = torch.randn(1, 8, 6, 7)
+
+    def refuse(_x):
+        raise AssertionError("shifted path taken")
+
+    monkeypatch.setattr(pa, "_forward_shifted", refuse)
+    pa(x)  # gradients enabled (training)
+    with torch.no_grad():
+        pa(x, return_attention=True)
+        with pytest.raises(AssertionError, match="shifted path taken"):
+            pa(x)  # evaluation
+
+
 def test_attention_weights_sum_to_one_over_all_scales_48x48():
     torch.manual_seed(0)
     pa = PyramidAttention(channels=16)

@@ -44,6 +44,15 @@ Memory: the attention matrix is ``N x HW x L`` floats with ``L = sum_s floor(sH)
 ``PyramidAttention.query_chunk`` bounds the no-grad peak to ``query_chunk x L`` (exact: the
 softmax is per query).
 
+Speed (evaluation): the direct path multiplies ``HW x C'r^2`` queries by ``C'r^2 x L`` keys
+and ``HW x L`` weights by ``L x Cr^2`` values, about 110 GFLOP per 57 x 77 chop piece. Without
+gradients the forward instead takes an exact shifted-sum path (:meth:`PyramidAttention.
+_forward_shifted`): pixel-to-pixel products (``r^2 = 9`` times fewer FLOPs) plus box sums along
+the diagonals of the 4-D score tensor, in cache-sized chunks of query rows. Measured here (1
+thread, beside another job): 4 chop pieces 11.6 s -> 4.0 s; a 256 x 256 Set12 image through
+``forward_chop`` 130 s -> 39 s, PSNR within 4e-5 dB of the direct path (float32 rounding; float64
+agrees to 1e-14).
+
 Attention maps for visualization (paper Fig. 8): ``forward(..., return_attention=True)`` or
 ``PyramidAttention.keep_attention = True`` (then ``.last_attention``) give one tensor per scale
 of shape ``(N, H, W, h_s, w_s)``: for each query pixel, its softmax weights over the level's
@@ -80,8 +89,12 @@ class PyramidAttention(nn.Module):
             ``patch**2`` overlapping patches in the interior; the authors' code divides by 4,
             which we keep so that their trained weights would behave the same (training absorbs
             the constant either way).
-        query_chunk: if set, queries are processed in chunks of this many pixels (lower peak
-            memory for no-grad inference; ignored when attention maps are requested).
+        query_chunk: if set, the unfold path processes queries in chunks of this many pixels
+            (lower peak memory; ignored when attention maps are requested).
+    Without gradients (evaluation) and without attention maps, the forward takes the exact
+    shifted-sum path (:meth:`_forward_shifted`, 3x faster on CPU, ``shifted_rows`` image rows of
+    queries at a time); ``unfold_path = True`` forces the direct unfold-and-matmul path, which
+    training and attention maps always use.
     Input/output: ``(N, C, H, W)`` features; ``y = paste_scale * fold(A theta) + x``.
     """
 
@@ -105,6 +118,8 @@ class PyramidAttention(nn.Module):
         self.channels, self.scales, self.patch = channels, tuple(scales), patch
         self.softmax_scale, self.paste_scale = softmax_scale, paste_scale
         self.query_chunk = query_chunk
+        self.shifted_rows = 8
+        self.unfold_path = False
         self.keep_attention = False
         self.last_attention: list[torch.Tensor] | None = None
 
@@ -119,6 +134,9 @@ class PyramidAttention(nn.Module):
             raise ValueError(
                 f"PyramidAttention expects (N, {self.channels}, H, W) input, got {tuple(x.shape)}"
             )
+        want = return_attention or self.keep_attention
+        if not (want or self.unfold_path or torch.is_grad_enabled()):
+            return self._forward_shifted(x)
         n, _, h, w = x.shape
         pad = self.patch // 2
         sizes = self.level_sizes(h, w)
@@ -132,7 +150,6 @@ class PyramidAttention(nn.Module):
         v = torch.cat(values, dim=2).transpose(1, 2)  # (N, L, C r^2)
         q = F.unfold(self.query(x), self.patch, padding=pad).transpose(1, 2)  # (N, HW, C' r^2)
 
-        want = return_attention or self.keep_attention
         chunk = q.shape[1] if (want or not self.query_chunk) else self.query_chunk
         cols, maps = [], []
         for start in range(0, q.shape[1], chunk):
@@ -150,6 +167,77 @@ class PyramidAttention(nn.Module):
         if self.keep_attention:
             self.last_attention = [t.detach() for t in attention]
         return (y, attention) if return_attention else y
+
+    def _forward_shifted(self, x: torch.Tensor) -> torch.Tensor:
+        """The same output as the unfold path, with about 9x fewer matmul FLOPs (no-grad only).
+
+        Region matching is a sum over the window offsets ``e`` of pixel products,
+        ``<f_{r x r at i}, g_{r x r at j}> = sum_e <f(i + e), g(j + e)>`` (zero outside the
+        image), so one ``C'``-wide pixel-to-pixel product ``S0`` of the zero-padded maps and
+        ``r^2`` shifted sums along its diagonals replace the ``C' r^2``-wide product. Pasting
+        is the transpose: ``out(i') = sum_j (sum_e A(i' - e, j - e)) theta(j)``. Queries go in
+        chunks of ``shifted_rows`` image rows (peak memory ``~ rows W L`` floats, cache-sized).
+        """
+        n, c, h, w = x.shape
+        p, pad = self.patch, self.patch // 2
+        sizes = self.level_sizes(h, w)
+        qf = F.pad(self.query(x), (pad,) * 4)  # (N, C', H + 2 pad, W + 2 pad)
+        keys, inv_norms, values = [], [], []
+        for s, (hs, ws) in zip(self.scales, sizes, strict=True):
+            z = (
+                x
+                if s == 1.0
+                else F.interpolate(x, size=(hs, ws), mode="bicubic", align_corners=False)
+            )
+            k = self.key(z)
+            sq = F.avg_pool2d(k.pow(2).sum(1, keepdim=True), p, 1, pad, count_include_pad=True)
+            norm = (sq * p * p).sqrt().clamp_min(1e-4)  # |g| of each zero-padded r x r region
+            inv_norms.append((self.softmax_scale / norm).view(n, 1, 1, hs, ws))
+            keys.append(F.pad(k, (pad,) * 4).flatten(2))  # (N, C', (hs + 2 pad)(ws + 2 pad))
+            values.append(self.value(z).flatten(2).transpose(1, 2))  # (N, hs ws, C)
+        k_all = torch.cat(keys, dim=-1)
+        length = sum(hs * ws for hs, ws in sizes)
+        out = x.new_zeros(n, h + 2 * pad, w, c)  # output rows -pad .. h + pad - 1
+        for r0 in range(0, h, self.shifted_rows):
+            r = min(self.shifted_rows, h - r0)
+            s0 = qf[:, :, r0 : r0 + r + 2 * pad].flatten(2).transpose(1, 2) @ k_all
+            logits = x.new_empty(n, r * w, length)
+            off_p = off = 0
+            for (hs, ws), inv in zip(sizes, inv_norms, strict=True):
+                lp = (hs + 2 * pad) * (ws + 2 * pad)
+                blk = s0[..., off_p : off_p + lp].view(
+                    n, r + 2 * pad, w + 2 * pad, hs + 2 * pad, -1
+                )
+                dst = logits[..., off : off + hs * ws].view(n, r, w, hs, ws)
+                _diagonal_box_sum(blk, (r, w, hs, ws), p, out=dst).mul_(inv)
+                off_p, off = off_p + lp, off + hs * ws
+            a = torch.softmax(logits, dim=-1)
+            off = 0
+            for (hs, ws), v in zip(sizes, values, strict=True):
+                al = a[..., off : off + hs * ws].view(n, r, w, hs, ws)
+                al = F.pad(al, (pad, pad, pad, pad, pad, pad, 2 * pad, 2 * pad))
+                b = _diagonal_box_sum(al, (r + 2 * pad, w, hs, ws), p)
+                out[:, r0 : r0 + r + 2 * pad] += (b.view(n, -1, hs * ws) @ v).view(n, -1, w, c)
+                off += hs * ws
+        return self.paste_scale * out[:, pad : pad + h].permute(0, 3, 1, 2) + x
+
+
+def _diagonal_box_sum(
+    t: torch.Tensor, size: tuple[int, int, int, int], p: int, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``s[i, j, a, b] = sum_{u, v < p} t[i + u, j + v, a + u, b + v]`` for ``(N, I+p-1, J+p-1,
+    A+p-1, B+p-1)`` input and ``size = (I, J, A, B)``: a box sum along the 4-D diagonals, done
+    as two separable passes of ``p`` shifted views (columns, then rows)."""
+    i, j, a, b = size
+    cols = t[:, :, 0:j, :, 0:b].clone()
+    for v in range(1, p):
+        cols += t[:, :, v : v + j, :, v : v + b]
+    if p == 1:
+        return cols if out is None else out.copy_(cols)
+    out = torch.add(cols[:, 0:i, :, 0:a], cols[:, 1 : 1 + i, :, 1 : 1 + a], out=out)
+    for u in range(2, p):
+        out += cols[:, u : u + i, :, u : u + a]
+    return out
 
 
 class ResBlock(nn.Module):
