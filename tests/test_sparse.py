@@ -95,8 +95,10 @@ def test_knn_with_a_full_window_equals_the_dense_model(prox):
     fast = SparseCoding(**kw, knn={"radius": 12, "k": 100, "mode": "window"})
     fast.load_state_dict(dense.state_dict())
     y = torch.rand(1, 1, 12, 12)
+    mask = (torch.rand(1, 1, 12, 12) > 0.3).float()  # the masked (demosaicking) residual too
     with torch.no_grad():
         assert torch.allclose(dense(y), fast(y), atol=1e-5)
+        assert torch.allclose(dense(y, mask), fast(y, mask), atol=1e-5)
 
 
 def test_knn_model_processes_whole_images_and_trains():

@@ -174,10 +174,20 @@ class SparseCoding(nn.Module):
             mp = None
             yc, mu = P.center(yp, self.channels)
         m, length = yc.shape[1], yc.shape[2]
+        nonlocal_ = self.prox != "soft"
+        # The k-NN prox works on codes stored as rows (N L, atoms); its models keep every
+        # tensor of the loop in that layout (alpha is then a transposed view), which saves two
+        # transposing copies of the codes per step.
+        rows = nonlocal_ and self.knn is not None
         flat = yc.transpose(0, 1).reshape(m, n_img * length)  # (m, N L): one GEMM per product
         mflat = None if mp is None else mp.transpose(0, 1).reshape(m, n_img * length)
-        enc = Encoding(flat.new_zeros(self.atoms, n_img * length), mu, None, size, n_img)
-        nonlocal_ = self.prox != "soft"
+        if rows:
+            flat = flat.t().contiguous()  # (N L, m)
+            mflat = None if mflat is None else mflat.t().contiguous()
+            alpha = flat.new_zeros(n_img * length, self.atoms).t()
+        else:
+            alpha = flat.new_zeros(self.atoms, n_img * length)
+        enc = Encoding(alpha, mu, None, size, n_img)
         if nonlocal_:
             nu = torch.sigmoid(self.nu_logit)
             if self.knn is not None:
@@ -197,10 +207,17 @@ class SparseCoding(nn.Module):
                     enc.sim = (1 - nu) * enc.sim + nu * self.similarity(self.decode(enc))
             # alpha + C^T (y - D alpha), as two fused GEMMs: a third faster than matmul + add
             # (one pass less over the (atoms, N L) codes; same values to float rounding)
-            resid = torch.addmm(flat, self.D, enc.alpha, alpha=-1)
-            if mflat is not None:
-                resid = resid * mflat
-            enc.alpha = self._prox(torch.addmm(enc.alpha, ct, resid), k, enc.sim, n_img)
+            if rows:  # the same products, transposed: (N L, m) residuals, (N L, atoms) codes
+                resid = torch.addmm(flat, enc.alpha.t(), self.D.t(), alpha=-1)
+                if mflat is not None:
+                    resid = resid * mflat
+                b = torch.addmm(enc.alpha.t(), resid, self.C).t()
+            else:
+                resid = torch.addmm(flat, self.D, enc.alpha, alpha=-1)
+                if mflat is not None:
+                    resid = resid * mflat
+                b = torch.addmm(enc.alpha, ct, resid)
+            enc.alpha = self._prox(b, k, enc.sim, n_img)
         return enc
 
     def decode_sums(self, enc: Encoding) -> P.Sums:
