@@ -120,13 +120,22 @@ def test_flops_of_panet_grow_with_the_attention():
     levels = sum(h * w for h, w in net.attention.level_sizes(size, size))
     embed, feats = 32, 64
     backbone = _conv_macs(net) - (2 * embed + feats) * feats  # less the 1x1 convs
-    attention = (
-        embed * feats  # query, full resolution
-        + (embed + feats) * feats * levels / size**2  # key and value on every level
-        + levels * 9 * (embed + feats)  # q @ k and a @ v, per query pixel
-    )
-    assert math.isclose(flops_per_pixel(net, size=size), backbone + attention)
-    assert flops_per_pixel(net, size=16) < 0.5 * flops_per_pixel(net, size=size)
+    convs = embed * feats + (embed + feats) * feats * levels / size**2  # 1x1 query, key, value
+    # the direct form (training): q @ k and a @ v on 3x3 regions, per query pixel
+    net.attention.unfold_path = True
+    direct = flops_per_pixel(net, size=size)
+    assert math.isclose(direct, backbone + convs + levels * 9 * (embed + feats))
+    assert flops_per_pixel(net, size=16) < 0.5 * direct
+    # the shifted-sum form (no-grad default): pixel products on the zero-padded maps, by chunks
+    # of `shifted_rows` query rows (each with 2 halo rows), 9x fewer multiply-adds
+    net.attention.unfold_path = False
+    rows = net.attention.shifted_rows
+    padded = sum((h + 2) * (w + 2) for h, w in net.attention.level_sizes(size, size))
+    chunks = size // rows
+    shifted = chunks * (rows + 2) * ((size + 2) * padded * embed + size * levels * feats)
+    assert size % rows == 0
+    assert math.isclose(flops_per_pixel(net, size=size), backbone + convs + shifted / size**2)
+    assert flops_per_pixel(net, size=size) < 0.25 * direct
 
 
 @pytest.mark.parametrize(
