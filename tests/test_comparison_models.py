@@ -130,10 +130,10 @@ def test_flops_of_panet_grow_with_the_attention():
     # of `shifted_rows` query rows (each with 2 halo rows), 9x fewer multiply-adds
     net.attention.unfold_path = False
     rows = net.attention.shifted_rows
+    assert size % rows == 0  # whole chunks only, for the count below
     padded = sum((h + 2) * (w + 2) for h, w in net.attention.level_sizes(size, size))
     chunks = size // rows
     shifted = chunks * (rows + 2) * ((size + 2) * padded * embed + size * levels * feats)
-    assert size % rows == 0
     assert math.isclose(flops_per_pixel(net, size=size), backbone + convs + shifted / size**2)
     assert flops_per_pixel(net, size=size) < 0.25 * direct
 

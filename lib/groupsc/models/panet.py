@@ -127,6 +127,13 @@ class PyramidAttention(nn.Module):
         """``(floor(s h), floor(s w))`` of each level (at least 1 pixel)."""
         return [(max(1, math.floor(h * s)), max(1, math.floor(w * s))) for s in self.scales]
 
+    def _pyramid(self, x: torch.Tensor, sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
+        """The levels ``F_s``: ``x`` itself at scale 1.0, bicubic downscalings elsewhere."""
+        return [
+            x if s == 1.0 else F.interpolate(x, size=size, mode="bicubic", align_corners=False)
+            for s, size in zip(self.scales, sizes, strict=True)
+        ]
+
     def forward(
         self, x: torch.Tensor, return_attention: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
@@ -141,8 +148,7 @@ class PyramidAttention(nn.Module):
         pad = self.patch // 2
         sizes = self.level_sizes(h, w)
         keys, values = [], []
-        for s, size in zip(self.scales, sizes, strict=True):
-            z = x if s == 1.0 else F.interpolate(x, size=size, mode="bicubic", align_corners=False)
+        for z in self._pyramid(x, sizes):
             keys.append(F.unfold(self.key(z), self.patch, padding=pad))  # (N, C'r^2, L_s)
             values.append(F.unfold(self.value(z), self.patch, padding=pad))  # (N, Cr^2, L_s)
         k = torch.cat(keys, dim=2)
@@ -183,12 +189,7 @@ class PyramidAttention(nn.Module):
         sizes = self.level_sizes(h, w)
         qf = F.pad(self.query(x), (pad,) * 4)  # (N, C', H + 2 pad, W + 2 pad)
         keys, inv_norms, values = [], [], []
-        for s, (hs, ws) in zip(self.scales, sizes, strict=True):
-            z = (
-                x
-                if s == 1.0
-                else F.interpolate(x, size=(hs, ws), mode="bicubic", align_corners=False)
-            )
+        for z, (hs, ws) in zip(self._pyramid(x, sizes), sizes, strict=True):
             k = self.key(z)
             sq = F.avg_pool2d(k.pow(2).sum(1, keepdim=True), p, 1, pad, count_include_pad=True)
             norm = (sq * p * p).sqrt().clamp_min(1e-4)  # |g| of each zero-padded r x r region

@@ -207,15 +207,16 @@ class SparseCoding(nn.Module):
                     enc.sim = (1 - nu) * enc.sim + nu * self.similarity(self.decode(enc))
             # alpha + C^T (y - D alpha), as two fused GEMMs: a third faster than matmul + add
             # (one pass less over the (atoms, N L) codes; same values to float rounding)
-            if rows:  # the same products, transposed: (N L, m) residuals, (N L, atoms) codes
+            # (with rows, the same products transposed: (N L, m) residuals, (N L, atoms) codes)
+            if rows:
                 resid = torch.addmm(flat, enc.alpha.t(), self.D.t(), alpha=-1)
-                if mflat is not None:
-                    resid = resid * mflat
-                b = torch.addmm(enc.alpha.t(), resid, self.C).t()
             else:
                 resid = torch.addmm(flat, self.D, enc.alpha, alpha=-1)
-                if mflat is not None:
-                    resid = resid * mflat
+            if mflat is not None:
+                resid = resid * mflat
+            if rows:
+                b = torch.addmm(enc.alpha.t(), resid, self.C).t()
+            else:
                 b = torch.addmm(enc.alpha, ct, resid)
             enc.alpha = self._prox(b, k, enc.sim, n_img)
         return enc
