@@ -41,7 +41,7 @@ def test_evaluate_writes_csv_and_record(tmp_path, have_data):
     table, rec = ev.evaluate(
         "input", "jpeg", "Classic5", 10, limit=2, out_dir=tmp_path, progress=False
     )
-    key = "input__jpeg__Classic5__10"
+    key = "input__jpeg__Classic5__10__first2"  # a partial evaluation has its own name
     assert rec.key == key and rec.n_images == 2
     on_disk = pd.read_csv(tmp_path / f"{key}.csv")
     assert list(on_disk.columns) == ["name", "psnr", "ssim", "psnrb", "seconds"]
@@ -50,9 +50,15 @@ def test_evaluate_writes_csv_and_record(tmp_path, have_data):
     assert stored["psnr"] == pytest.approx(table.psnr.mean())
     # JPEG at q=10 leaves visible blocks: PSNR-B is below PSNR on every image
     assert (table.psnrb < table.psnr).all()
-    rows = results.measured_rows(tmp_path)
+    with pytest.raises(ValueError, match="partial evaluation"):  # never among the full ones
+        results.measured_rows(tmp_path)
+    full = tmp_path / "full"
+    full.mkdir()
+    stored["key"] = "input__jpeg__Classic5__10"
+    (full / "input__jpeg__Classic5__10.json").write_text(json.dumps(stored))
+    rows = results.measured_rows(full)
     assert set(rows.metric) == {"psnr", "ssim", "psnrb", "sec_per_image"}
-    assert (rows.source == "released").all()
+    assert (rows.source == "released").all() and (rows.n_images == 2).all()
 
 
 def test_killed_evaluation_resumes_where_it_stopped(tmp_path, have_data, monkeypatch):
@@ -74,7 +80,7 @@ def test_killed_evaluation_resumes_where_it_stopped(tmp_path, have_data, monkeyp
     monkeypatch.setattr(ev, "get_method", restorer(fails_at=2))
     with pytest.raises(KeyboardInterrupt):
         ev.evaluate(*args, **kw)
-    partial = tmp_path / ".partial" / "input__gray_denoise__Set12__25.csv"
+    partial = tmp_path / ".partial" / "input__gray_denoise__Set12__25__first3.csv"
     assert list(pd.read_csv(partial, dtype={"name": str}).name) == ["01"]
     calls.clear()
     monkeypatch.setattr(ev, "get_method", restorer(fails_at=None))
@@ -107,10 +113,32 @@ def test_published_rows_are_the_reference_csvs():
 def test_comparison_pairs_measured_with_published():
     summary = pd.DataFrame(
         [
-            ["DnCNN-S", "published", "gray_denoise", "BSD68", 25.0, "psnr", 29.23, "", "paper: x"],
-            ["DnCNN", "published", "gray_denoise", "BSD68", 25.0, "psnr", 29.22, "", "paper: y"],
-            ["DnCNN-S", "released", "gray_denoise", "BSD68", 25.0, "psnr", 29.25, "", ""],
-            ["DnCNN-S", "released", "gray_denoise", "Set12", 25.0, "psnr", 30.0, "", ""],
+            [
+                "DnCNN-S",
+                "published",
+                "gray_denoise",
+                "BSD68",
+                25.0,
+                "psnr",
+                29.23,
+                None,
+                "",
+                "paper: x",
+            ],
+            [
+                "DnCNN",
+                "published",
+                "gray_denoise",
+                "BSD68",
+                25.0,
+                "psnr",
+                29.22,
+                None,
+                "",
+                "paper: y",
+            ],
+            ["DnCNN-S", "released", "gray_denoise", "BSD68", 25.0, "psnr", 29.25, 68, "", ""],
+            ["DnCNN-S", "released", "gray_denoise", "Set12", 25.0, "psnr", 30.0, 12, "", ""],
         ],
         columns=results.COLUMNS,
     )
@@ -159,9 +187,9 @@ def test_comparison_finetune_budgets_name_their_parent():
 def test_add_seconds_matches_method_and_setting():
     summary = pd.DataFrame(
         [
-            ["A", "trained", "gray_denoise", "BSD68", 25.0, "sec_per_image", 2.0, "", ""],
-            ["A", "trained", "gray_denoise", "Set12", 25.0, "sec_per_image", 3.0, "", ""],
-            ["A", "trained", "gray_denoise", "BSD68", 25.0, "psnr", 29.0, "", ""],
+            ["A", "trained", "gray_denoise", "BSD68", 25.0, "sec_per_image", 2.0, 68, "", ""],
+            ["A", "trained", "gray_denoise", "Set12", 25.0, "sec_per_image", 3.0, 12, "", ""],
+            ["A", "trained", "gray_denoise", "BSD68", 25.0, "psnr", 29.0, 68, "", ""],
         ],
         columns=results.COLUMNS,
     )

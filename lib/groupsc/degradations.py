@@ -19,11 +19,42 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 
 import numpy as np
 from PIL import Image
 
 TASKS = ("gray_denoise", "color_denoise", "blind_color_denoise", "jpeg", "demosaic")
+NOISE_TASKS = ("gray_denoise", "color_denoise", "blind_color_denoise")
+
+
+def validate_level(task: str, level: float | int | None) -> float | int:
+    """The level of ``task`` checked and normalized, or a one-line ``ValueError``.
+
+    - denoising tasks: the noise sigma on the 0-255 scale, a finite number in (0, 255];
+    - ``jpeg``: the quality, an integer in 1..100 (``10.0`` is accepted as 10, ``10.7`` is not);
+    - ``demosaic``: no level (``None`` or 0; returned as 0.0, the level of its result files).
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(TASKS)}")
+    if task == "demosaic":
+        if level not in (None, 0):
+            raise ValueError(f"demosaic has no level (the Bayer mask is fixed); got {level}")
+        return 0.0
+    what = "JPEG quality" if task == "jpeg" else "noise sigma (0-255 scale)"
+    try:
+        value = float(level)
+    except (TypeError, ValueError):
+        raise ValueError(f"{task} needs a {what}; got {level!r}") from None
+    if task == "jpeg":
+        if not (math.isfinite(value) and value == int(value) and 1 <= value <= 100):
+            raise ValueError(f"JPEG quality must be an integer in 1..100, got {level}")
+        return int(value)
+    if not (math.isfinite(value) and 0 < value <= 255):
+        raise ValueError(
+            f"noise sigma must be a number in (0, 255] on the 0-255 scale, got {level}"
+        )
+    return value
 
 
 def image_seed(dataset: str, image: str, level: float | int, seed: int = 0) -> int:
@@ -92,18 +123,19 @@ def bayer(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def degrade(
     x: np.ndarray, task: str, level: float, *, dataset: str, image: str, seed: int = 0
 ) -> np.ndarray:
-    """Apply the degradation of ``task`` at ``level`` (sigma, JPEG quality; ignored for demosaic).
+    """Apply the degradation of ``task`` at ``level`` (sigma, JPEG quality; none for demosaic).
+
+    ``level`` is checked by :func:`validate_level` (a bad one raises a one-line ``ValueError``).
 
     Returns the observation fed to a method (for ``demosaic``, the masked RGB image; the mask is
     :func:`bayer_mask` of its shape).
     """
-    if task in ("gray_denoise", "color_denoise", "blind_color_denoise"):
-        return add_noise(x, float(level), image_seed(dataset, image, level, seed))
+    level = validate_level(task, level)
+    if task in NOISE_TASKS:
+        return add_noise(x, level, image_seed(dataset, image, level, seed))
     if task == "jpeg":
-        return jpeg(x, int(level))
-    if task == "demosaic":
-        return bayer(x)[0]
-    raise KeyError(f"unknown task {task!r}; known tasks: {', '.join(TASKS)}")
+        return jpeg(x, level)
+    return bayer(x)[0]
 
 
 def task_mode(task: str) -> str:

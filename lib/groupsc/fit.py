@@ -20,7 +20,10 @@ from pathlib import Path
 import torch
 import yaml
 
+from groupsc.checkpoint import load_checkpoint
+from groupsc.cli import positive_int
 from groupsc.paths import DataMissingError, repo_root
+from groupsc.train import TrainingInterrupted
 
 MODEL_KINDS = ("sc", "csr", "groupsc", "dncnn", "dcsc", "panet", "nsr")
 # the sections of train.* holding runs, and the dvc.yaml stage that trains each one's runs
@@ -82,6 +85,8 @@ def run_config(name: str, params: dict, budget: str | None = None) -> tuple[dict
     ``train.comparison_finetunes`` (those started from a trained comparison model).
     Settings merge, later winning: the preset, the run's ``train``, the run's block named after
     the preset (``paper:`` holds that paper's own batch / crop / schedule, ``cpu:`` the cuts).
+    A mistyped key, run name or level raises a one-line ``ValueError`` naming its place in
+    ``params.yaml`` (:func:`check_run`).
     """
     runs = all_runs(params)
     if name not in runs:
@@ -91,9 +96,58 @@ def run_config(name: str, params: dict, budget: str | None = None) -> tuple[dict
     presets = params["train"]["presets"]
     if preset not in presets:
         raise KeyError(f"unknown budget {preset!r}; presets: {', '.join(presets)}")
+    check_run(name, run, runs, presets)
     settings = {**presets[preset], **run.get("train", {}), **run.get(preset, {})}
     settings["budget_name"] = preset
     return run, settings
+
+
+RUN_KEYS = ("kind", "model", "init", "train")
+INIT_KEYS = ("from_run", "kappa", "lam_scale", "gamma", "patches", "alpha", "epochs", "lam")
+
+
+def check_run(name: str, run: dict, runs: dict, presets: dict) -> None:
+    """Refuse a run of ``params.yaml`` with an unknown key, setting, ``from_run`` or level."""
+    from dataclasses import fields
+
+    from groupsc.degradations import validate_level
+    from groupsc.train import TrainConfig
+
+    where = f"params.yaml run {name!r}"
+    known = set(RUN_KEYS) | set(presets)
+    _refuse_unknown(run, known, where)
+    if run.get("kind") not in MODEL_KINDS:
+        raise ValueError(
+            f"{where}: kind {run.get('kind')!r} is not one of {', '.join(MODEL_KINDS)}"
+        )
+    settings = {f.name for f in fields(TrainConfig)}
+    for block in ("train", *presets):
+        _refuse_unknown(run.get(block) or {}, settings, f"{where}, {block}")
+    for preset, values in presets.items():
+        _refuse_unknown(values, settings, f"params.yaml train.presets.{preset}")
+    init = run.get("init") or {}
+    _refuse_unknown(init, set(INIT_KEYS), f"{where}, init")
+    parent = init.get("from_run")
+    if parent is not None and parent not in runs:
+        raise ValueError(
+            f"{where}: init.from_run {parent!r} is not a run of params.yaml; "
+            f"runs: {', '.join(runs)}"
+        )
+    train = run.get("train") or {}
+    for level in train.get("levels", []):
+        try:
+            validate_level(train.get("task", TrainConfig.task), level)
+        except ValueError as err:
+            raise ValueError(f"{where}, train.levels: {err}") from None
+
+
+def _refuse_unknown(block: dict, known: set, where: str) -> None:
+    unknown = sorted(set(block) - known)
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown key {', '.join(map(repr, unknown))}; "
+            f"known keys: {', '.join(sorted(known))}"
+        )
 
 
 def fit(
@@ -115,7 +169,10 @@ def fit(
         settings["max_steps"] = max_steps
     cfg = TrainConfig(**settings)
     model_cfg = dict(run.get("model", {}))
-    model = build_model(run["kind"], model_cfg)
+    try:
+        model = build_model(run["kind"], model_cfg)
+    except TypeError as err:  # a mistyped model key
+        raise ValueError(f"params.yaml run {name!r}, model: {err}") from None
     out = Path(out_root or repo_root() / "checkpoints") / name
     init = _initializer(run, init_cfg, cfg) if init_cfg else None
     return train(
@@ -146,8 +203,12 @@ def _initializer(run: dict, init_cfg: dict, cfg):
 
     def init(model: torch.nn.Module) -> None:
         if "from_run" in init_cfg:  # e.g. GroupSC starting from the trained SC weights
-            ck = torch.load(
-                repo_root() / "checkpoints" / init_cfg["from_run"] / "model.pt", weights_only=True
+            parent = init_cfg["from_run"]
+            path = repo_root() / "checkpoints" / parent / "model.pt"
+            ck = load_checkpoint(
+                path,
+                f"train {parent} first (`python -m groupsc.fit {parent}`), or restore it with "
+                f"`git checkout -- checkpoints/{parent}/model.pt`",
             )
             state = ck["model"]
             if "lam" in state and state["lam"].shape[0] != model.lam.shape[0]:
@@ -183,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("run", help=f"a run name of params.yaml (train.{{{', '.join(RUN_STAGES)}}})")
     p.add_argument("--budget", default=None, help="preset name (default: train.budget)")
-    p.add_argument("--max-steps", type=int, default=None, help="override, for smoke tests")
+    p.add_argument("--max-steps", type=positive_int, default=None, help="override, for smoke tests")
     p.add_argument("--out-root", default=None, help="default: checkpoints/")
     p.add_argument("--device", default="cpu", help="cpu or cuda (a GPU machine)")
     args = p.parse_args(argv)
@@ -192,6 +253,14 @@ def main(argv: list[str] | None = None) -> int:
     except (DataMissingError, KeyError, ValueError) as err:
         print(f"error: {err.args[0] if isinstance(err, KeyError) else err}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as err:
+        print(err, file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        resume = Path(args.out_root or repo_root() / "checkpoints") / args.run / "resume.pt"
+        where = f"the state saved last is in {resume}" if resume.exists() else "nothing was saved"
+        print(f"\ninterrupted: {where}; run the same command to continue", file=sys.stderr)
+        return 130
     print(budget)
     return 0
 

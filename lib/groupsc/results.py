@@ -1,8 +1,9 @@
 """The tidy results table ``results/summary.csv`` and measured-beside-published comparisons.
 
-Columns: ``method, source, task, dataset, level, metric, value, params, budget`` with
-``source`` in {published, released, trained} and ``metric`` in {psnr, ssim, psnrb,
-sec_per_image}. Published rows come from ``references/*.csv`` (the papers' tables); measured
+Columns: ``method, source, task, dataset, level, metric, value, n_images, params, budget``
+with ``source`` in {published, released, trained}, ``metric`` in {psnr, ssim, psnrb,
+sec_per_image} and ``n_images`` the number of images a measured figure averages (empty for
+published rows). Published rows come from ``references/*.csv`` (the papers' tables); measured
 rows from the evaluation records ``results/per_image/*.json`` written by
 :func:`groupsc.evaluate.evaluate`. The table is always rebuilt whole, so it is reproducible.
 """
@@ -20,7 +21,18 @@ from groupsc.methods import METHODS
 from groupsc.methods.trained import trained_run
 from groupsc.paths import repo_root, results_dir
 
-COLUMNS = ["method", "source", "task", "dataset", "level", "metric", "value", "params", "budget"]
+COLUMNS = [
+    "method",
+    "source",
+    "task",
+    "dataset",
+    "level",
+    "metric",
+    "value",
+    "n_images",
+    "params",
+    "budget",
+]
 METRICS = ("psnr", "ssim", "psnrb", "sec_per_image")
 PUBLISHED_FILES = ("published_results.csv", "published_extra.csv")
 
@@ -41,6 +53,7 @@ def published_rows(folder: str | Path | None = None) -> pd.DataFrame:
                     "level": df.level.astype(float),
                     "metric": df.metric,
                     "value": df.value.astype(float),
+                    "n_images": pd.NA,
                     "params": df.params.fillna(""),
                     "budget": "paper: " + df.paper + " " + df.table,
                 }
@@ -56,6 +69,11 @@ def measured_rows(folder: str | Path | None = None) -> pd.DataFrame:
     rows = []
     for path in sorted(folder.glob("*.json")):
         rec = json.loads(path.read_text())
+        if "__first" in rec["key"]:
+            raise ValueError(
+                f"{path} is a partial evaluation (--limit); it does not belong among the full "
+                "ones: delete it"
+            )
         budget = rec.get("budget", "") + _lineage(rec, finetunes)  # once per record
         for metric in METRICS:
             value = rec.get(metric)
@@ -70,6 +88,7 @@ def measured_rows(folder: str | Path | None = None) -> pd.DataFrame:
                     "level": float(rec["level"]),
                     "metric": metric,
                     "value": float(value),
+                    "n_images": int(rec["n_images"]),
                     "params": rec.get("params", ""),
                     "budget": budget,
                 }
@@ -104,6 +123,7 @@ def _lineage(rec: dict, finetunes: dict) -> str:
 def build_summary() -> pd.DataFrame:
     """Published + measured rows, sorted, with the fixed column order."""
     df = pd.concat([published_rows(), measured_rows()], ignore_index=True)[COLUMNS]
+    df["n_images"] = df.n_images.astype("Int64")
     return df.sort_values(["task", "dataset", "level", "metric", "source", "method"], kind="stable")
 
 
@@ -123,8 +143,8 @@ def comparison(
 ) -> pd.DataFrame:
     """Each measured figure beside every published figure for the same method and setting.
 
-    Returns columns ``method, source, task, dataset, level, metric, measured, published,
-    reference, delta`` (``delta = measured - published``; NaN where nothing was published).
+    Returns columns ``method, source, task, dataset, level, metric, measured, n_images,
+    published, reference, delta`` (``delta = measured - published``; NaN where nothing was published).
     Papers that print the same figure share one row, their references joined by ``;``.
     """
     s = summary if summary is not None else build_summary()
@@ -149,6 +169,7 @@ def comparison(
             "level": r.level,
             "metric": r.metric,
             "measured": r.value,
+            "n_images": r.n_images,
         }
         if match.empty:
             rows.append({**base, "published": float("nan"), "reference": "", "delta": float("nan")})
@@ -199,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         how="left",
     )
     comp["reference"] = comp.reference.str.slice(0, 60)
+    comp["n_images"] = comp.n_images.astype("Int64")
+    comp = comp.rename(columns={"n_images": "images"})
     pd.set_option("display.width", 250)
     pd.set_option("display.max_rows", 1000)
     print(f"{path.relative_to(repo_root())}: {len(s)} rows; measured beside published:\n")

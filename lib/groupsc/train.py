@@ -10,8 +10,9 @@
   measured; when it exceeds ``backtrack_tol`` times the best so far, the last good snapshot is
   restored and the learning rate multiplied by ``backtrack_factor``.
 - Resumable: ``<out>/resume.pt`` holds everything needed to continue (written every
-  ``save_every`` steps); a killed run restarts from it, and a finished run deletes it. All
-  files load with ``torch.load(..., weights_only=True)``.
+  ``save_every`` steps, every minute and at a Ctrl-C, which stops the run after the current
+  step); a killed run restarts from it, and a finished run deletes it. All files load with
+  ``torch.load(..., weights_only=True)``; a damaged one gets a one-line error.
 - Outputs: ``<out>/model.pt`` (weights + config + budget), ``<out>/log.csv`` (the curve),
   ``<out>/train.json`` (budget: steps, wall time, hardware).
 """
@@ -23,6 +24,9 @@ import json
 import math
 import os
 import platform
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -33,6 +37,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from groupsc.checkpoint import load_checkpoint, require_keys
 from groupsc.data import load_dataset
 from groupsc.degradations import jpeg
 from groupsc.models import count_parameters
@@ -118,6 +123,71 @@ def _cpu(state: dict) -> dict:
     return {k: v.detach().cpu() for k, v in state.items()}
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training, after the state was saved; the message says how to resume."""
+
+
+class _DeferredInterrupt:
+    """Within ``with``, a first Ctrl-C only sets ``requested`` (the loop saves and stops after
+    the current step); a second one raises ``KeyboardInterrupt`` at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._active = threading.current_thread() is threading.main_thread()
+
+    def __enter__(self) -> _DeferredInterrupt:
+        if self._active:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._active:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(
+            "\nCtrl-C: saving after the current step (Ctrl-C again stops at once; the state "
+            "saved last is then kept)",
+            file=sys.stderr,
+        )
+
+
+def _fresh_state() -> dict:
+    return {
+        "step": 0,
+        "elapsed": 0.0,
+        "init_seconds": 0.0,
+        "lr_scale": 1.0,
+        "best": math.inf,
+        "backtracks": 0,
+    }
+
+
+RESUME_FIX = "delete it to train this run from step 0 again"
+
+
+def _load_resume(path: Path, cfg: TrainConfig, device: torch.device) -> dict:
+    """The resume checkpoint at ``path``, checked against ``cfg`` (one-line errors)."""
+    ck = load_checkpoint(path, RESUME_FIX, map_location=device)
+    require_keys(ck, ("model", "opt", "state", "log", "good", "cfg"), path, RESUME_FIX)
+    if ck["cfg"] != asdict(cfg):
+        raise ValueError(
+            f"{path} was written with another configuration; {RESUME_FIX}, or restore the "
+            "settings it was written with"
+        )
+    return ck
+
+
+def _save_resume(path: Path, ck: dict) -> None:
+    """Write ``ck`` to ``path`` atomically (a kill during the write leaves the old file)."""
+    tmp = path.with_suffix(".tmp")
+    torch.save(ck, tmp)
+    os.replace(tmp, path)
+
+
 def train(
     model: nn.Module,
     cfg: TrainConfig,
@@ -129,6 +199,7 @@ def train(
     budget_name: str = "",
     stop_after: int | None = None,
     device: str | torch.device = "cpu",
+    save_seconds: float = 60.0,
 ) -> dict:
     """Train ``model`` under ``cfg``; resume from ``out/resume.pt`` if present. Returns the budget.
 
@@ -136,6 +207,8 @@ def train(
     recorded separately from the training time. ``stop_after`` ends the loop after that many
     steps *without* finishing the run, as a kill would (for tests of resumption). ``device``:
     where to train (``"cuda"`` on a GPU machine); ``model.pt`` is always written on the CPU.
+    The resume file is written every ``save_every`` steps, every ``save_seconds`` seconds and
+    at a Ctrl-C (which then raises :class:`TrainingInterrupted` after the current step).
     """
     torch.set_num_threads(cfg.threads)
     device = torch.device(device)
@@ -146,26 +219,13 @@ def train(
     images = [img for _, img in load_dataset(cfg.dataset, cfg.mode)]
     torch.manual_seed(cfg.seed)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    state = {
-        "step": 0,
-        "elapsed": 0.0,
-        "init_seconds": 0.0,
-        "lr_scale": 1.0,
-        "best": math.inf,
-        "backtracks": 0,
-    }
+    state = _fresh_state()
     log: list[dict] = []
     if last.exists():
-        ck = torch.load(last, weights_only=True, map_location=device)
-        if ck["cfg"] != asdict(cfg):
-            raise ValueError(
-                f"{last} was written with another configuration; delete {out} to start over"
-            )
+        ck = _load_resume(last, cfg, device)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
-        state = ck["state"]
-        log = ck["log"]
-        good = ck["good"]
+        state, log, good = ck["state"], ck["log"], ck["good"]
         print(f"resuming {out} at step {state['step']} ({state['elapsed'] / 60:.1f} min done)")
     else:
         if init is not None:
@@ -182,62 +242,64 @@ def train(
         return cfg.lr * state["lr_scale"] * cfg.decay ** (step // cfg.decay_every)
 
     def save() -> None:
-        ck = {
-            "model": model.state_dict(),
-            "opt": opt.state_dict(),
-            "state": state,
-            "log": log,
-            "good": good,
-            "cfg": asdict(cfg),
-        }
-        torch.save(ck, out / "resume.tmp")
-        os.replace(out / "resume.tmp", last)
+        ck = {"model": model.state_dict(), "opt": opt.state_dict(), "state": state, "log": log}
+        _save_resume(last, {**ck, "good": good, "cfg": asdict(cfg)})
 
     bar = tqdm(total=cfg.max_steps, initial=state["step"], desc=out.name, disable=not progress)
     t_start = time.time() - state["elapsed"]
+    saved_at = time.time()
     steps_this_call = 0
-    while state["step"] < cfg.max_steps and state["elapsed"] < cfg.max_minutes * 60:
-        if stop_after is not None and steps_this_call >= stop_after:
-            bar.close()
-            save()
-            return {}
-        steps_this_call += 1
-        step = state["step"]
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step)
-        model.train()
-        clean, obs = (t.to(device) for t in make_batch(images, cfg, step))
-        loss = loss_fn(model, clean, obs, cfg.loss)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        state["step"] = step + 1
-        state["elapsed"] = time.time() - t_start
-        entry = {
-            "step": step + 1,
-            "loss": loss.item(),
-            "lr": lr_at(step),
-            "minutes": state["elapsed"] / 60,
-        }
-        if (step + 1) % cfg.check_every == 0:
-            model.eval()
-            with torch.no_grad():
-                check = float(loss_fn(model, check_clean, check_obs, cfg.loss))
-            entry["check_loss"] = check
-            if not math.isfinite(check) or check > cfg.backtrack_tol * state["best"]:
-                model.load_state_dict(good)  # backtrack: last good snapshot, smaller steps
-                opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-                state["lr_scale"] *= cfg.backtrack_factor
-                state["backtracks"] += 1
-                entry["backtrack"] = 1
-            else:
-                state["best"] = min(state["best"], check)
-                good = copy.deepcopy(model.state_dict())
-        log.append(entry)
-        bar.update(1)
-        bar.set_postfix(loss=f"{entry['loss']:.2e}", lr=f"{entry['lr']:.1e}")
-        if state["step"] % cfg.save_every == 0:
-            save()
+    with _DeferredInterrupt() as interrupt:
+        while state["step"] < cfg.max_steps and state["elapsed"] < cfg.max_minutes * 60:
+            if stop_after is not None and steps_this_call >= stop_after:
+                bar.close()
+                save()
+                return {}
+            steps_this_call += 1
+            step = state["step"]
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step)
+            model.train()
+            clean, obs = (t.to(device) for t in make_batch(images, cfg, step))
+            loss = loss_fn(model, clean, obs, cfg.loss)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            state["step"] = step + 1
+            state["elapsed"] = time.time() - t_start
+            entry = {
+                "step": step + 1,
+                "loss": loss.item(),
+                "lr": lr_at(step),
+                "minutes": state["elapsed"] / 60,
+            }
+            if (step + 1) % cfg.check_every == 0:
+                model.eval()
+                with torch.no_grad():
+                    check = float(loss_fn(model, check_clean, check_obs, cfg.loss))
+                entry["check_loss"] = check
+                if not math.isfinite(check) or check > cfg.backtrack_tol * state["best"]:
+                    model.load_state_dict(good)  # backtrack: last good snapshot, smaller steps
+                    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+                    state["lr_scale"] *= cfg.backtrack_factor
+                    state["backtracks"] += 1
+                    entry["backtrack"] = 1
+                else:
+                    state["best"] = min(state["best"], check)
+                    good = copy.deepcopy(model.state_dict())
+            log.append(entry)
+            bar.update(1)
+            bar.set_postfix(loss=f"{entry['loss']:.2e}", lr=f"{entry['lr']:.1e}")
+            due = time.time() - saved_at >= save_seconds
+            if state["step"] % cfg.save_every == 0 or due or interrupt.requested:
+                save()
+                saved_at = time.time()
+            if interrupt.requested:
+                bar.close()
+                raise TrainingInterrupted(
+                    f"interrupted at step {state['step']} of {cfg.max_steps}: the state is "
+                    f"saved in {last}; run the same command to resume"
+                )
     bar.close()
     budget = {
         "budget": budget_name,
@@ -251,13 +313,23 @@ def train(
         "threads": cfg.threads,
         "torch": str(torch.__version__),
     }
+    _write_outputs(out, model, cfg, budget, log, state.get("init", {}), model_config or {})
+    last.unlink(missing_ok=True)
+    return budget
+
+
+def _write_outputs(
+    out: Path, model: nn.Module, cfg: TrainConfig, budget: dict, log: list, init: dict, config
+) -> None:
+    """``model.pt`` (weights, configs, budget, init weights of small models), ``log.csv``
+    (the curve) and ``train.json`` (the budget) of a finished run."""
     torch.save(
         {
             "model": _cpu(model.state_dict()),
-            "model_config": model_config or {},
+            "model_config": config,
             "train_config": asdict(cfg),
             "budget": budget,
-            "init": _cpu(state.get("init", {})),  # weights before training (small models only)
+            "init": _cpu(init),  # weights before training (small models only)
         },
         out / "model.pt",
     )
@@ -267,8 +339,6 @@ def train(
         for e in log:
             f.write(",".join("" if e.get(k) is None else f"{e[k]:.6g}" for k in keys) + "\n")
     (out / "train.json").write_text(json.dumps(budget, indent=1) + "\n")
-    last.unlink(missing_ok=True)
-    return budget
 
 
 def budget_label(budget: dict) -> str:

@@ -34,12 +34,22 @@ def _dcsc(task: str, level: float) -> Restorer:
     return TorchRestorer(load_dcsc_updated())
 
 
+# The bm3d package refuses images below its block size and crashed (segmentation fault) on an
+# 8 x 8 one here; 16 px keeps a margin over its largest block (12 px).
+BM3D_MIN_SIZE = 16
+
+
 def _bm3d(task: str, level: float) -> Restorer:
     import bm3d
 
     sigma = float(level) / 255.0
 
     def run(y: np.ndarray) -> np.ndarray:
+        if min(y.shape[:2]) < BM3D_MIN_SIZE:
+            raise ValueError(
+                f"image {y.shape[:2]} is too small for BM3D (at least {BM3D_MIN_SIZE} x "
+                f"{BM3D_MIN_SIZE} pixels)"
+            )
         if y.ndim == 3:
             return np.asarray(bm3d.bm3d_rgb(y, sigma), dtype=np.float32)
         return np.asarray(bm3d.bm3d(y, sigma), dtype=np.float32)

@@ -17,7 +17,6 @@ dcsc-trained     ``dcsc_jpeg`` (every quality)      whole image (Y channel)
 from __future__ import annotations
 
 import hashlib
-import io
 from collections.abc import Callable
 
 import torch
@@ -53,20 +52,31 @@ def trained_run(kind: str, task: str, level: float) -> str:
 def load_trained(run: str) -> torch.nn.Module:
     """A model trained here (``checkpoints/<run>/model.pt``), with ``budget``, ``n_params``,
     ``train_config`` (the run's :class:`groupsc.train.TrainConfig` as a dict) and
-    ``weights_sha256`` (of the file) attached."""
+    ``weights_sha256`` (of the file) attached.
+
+    A missing or damaged file raises a one-line error naming it and how to restore or retrain
+    it (:mod:`groupsc.checkpoint`).
+    """
+    from groupsc.checkpoint import CheckpointError, read_checkpoint, require_keys
     from groupsc.fit import build_model
     from groupsc.models import count_parameters
-    from groupsc.paths import DataMissingError, repo_root
+    from groupsc.paths import repo_root
     from groupsc.train import budget_label
 
     path = repo_root() / "checkpoints" / run / "model.pt"
-    if not path.exists():
-        raise DataMissingError(f"{path} is missing: train it with {_train_command(run)}")
-    raw = path.read_bytes()  # read once: loaded and hashed
-    ck = torch.load(io.BytesIO(raw), weights_only=True)
+    fix = (
+        f"restore it with `git checkout -- {path.relative_to(repo_root())}` "
+        f"or retrain it with {_train_command(run)}"
+    )
+    ck, raw = read_checkpoint(path, fix)  # read once: loaded and hashed
+    require_keys(ck, ("model", "model_config", "budget", "train_config"), path, fix)
     cfg = dict(ck["model_config"])
-    model = build_model(cfg.pop("kind"), cfg)
-    model.load_state_dict(ck["model"])
+    try:
+        model = build_model(cfg.pop("kind"), cfg)
+        model.load_state_dict(ck["model"])
+    except (KeyError, TypeError, RuntimeError) as err:
+        reason = str(err).splitlines()[0]
+        raise CheckpointError(f"{path} does not fit its model ({reason}); {fix}") from None
     model.budget = f"{ck['budget'].get('budget', '')} budget: {budget_label(ck['budget'])}"
     model.n_params = str(count_parameters(model))
     model.train_config = ck["train_config"]
