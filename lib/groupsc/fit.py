@@ -157,8 +157,15 @@ def fit(
     out_root: str | Path | None = None,
     progress: bool = True,
     device: str = "cpu",
+    start: dict | None = None,
 ) -> dict:
-    """Train run ``name``; returns the recorded budget."""
+    """Train run ``name``; returns the recorded budget.
+
+    The model's random initial weights are drawn after ``torch.manual_seed(seed)`` (the run's
+    seed), so a run trained from scratch starts the same way each time. ``start``: weights to
+    begin from instead of the run's initialization (``init`` of params.yaml), e.g. the
+    ``init`` weights a committed ``model.pt`` records (:mod:`groupsc.spotcheck`).
+    """
     from groupsc.train import TrainConfig, train
 
     params = load_params()
@@ -169,12 +176,16 @@ def fit(
         settings["max_steps"] = max_steps
     cfg = TrainConfig(**settings)
     model_cfg = dict(run.get("model", {}))
+    torch.manual_seed(cfg.seed)
     try:
         model = build_model(run["kind"], model_cfg)
     except TypeError as err:  # a mistyped model key
         raise ValueError(f"params.yaml run {name!r}, model: {err}") from None
     out = Path(out_root or repo_root() / "checkpoints") / name
-    init = _initializer(run, init_cfg, cfg) if init_cfg else None
+    if start is not None:
+        init = lambda m: m.load_state_dict(start)  # noqa: E731
+    else:
+        init = _initializer(run, init_cfg, cfg) if init_cfg else None
     return train(
         model,
         cfg,
