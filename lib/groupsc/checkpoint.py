@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import pickle
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -31,13 +32,17 @@ def _problem(raw: bytes) -> str | None:
     return None
 
 
-def load_checkpoint(path: str | Path, fix: str, map_location=None) -> dict:
+Fix = str | Callable[[], str]  # the advice, or a function building it (only on failure)
+
+
+def load_checkpoint(path: str | Path, fix: Fix, map_location=None) -> dict:
     """``torch.load(path, weights_only=True)``, or a :class:`CheckpointError` naming ``fix``.
 
     Args:
         path: the file.
         fix: what to do about a missing or damaged file, e.g. "retrain it with `dvc repro
-            train@sc_gray_25`, or restore it with `git checkout -- <path>`".
+            train@sc_gray_25`, or restore it with `git checkout -- <path>`" (or a function
+            returning it, called only when the file is missing or damaged).
         map_location: as for :func:`torch.load`.
     Returns:
         The checkpoint's dictionary.
@@ -47,11 +52,11 @@ def load_checkpoint(path: str | Path, fix: str, map_location=None) -> dict:
     return read_checkpoint(path, fix, map_location)[0]
 
 
-def read_checkpoint(path: str | Path, fix: str, map_location=None) -> tuple[dict, bytes]:
+def read_checkpoint(path: str | Path, fix: Fix, map_location=None) -> tuple[dict, bytes]:
     """Like :func:`load_checkpoint`, also returning the file's bytes (to hash them)."""
     path = Path(path)
     if not path.is_file():
-        raise DataMissingError(f"{path} is missing: {fix}")
+        raise DataMissingError(f"{path} is missing: {_advice(fix)}")
     raw = path.read_bytes()
     problem = _problem(raw)
     if problem is None:
@@ -65,14 +70,18 @@ def read_checkpoint(path: str | Path, fix: str, map_location=None) -> tuple[dict
             if isinstance(ck, dict):
                 return ck, raw
             problem = f"it holds a {type(ck).__name__}, not a checkpoint dictionary"
-    raise CheckpointError(f"{path} cannot be read: {problem}; {fix}")
+    raise CheckpointError(f"{path} cannot be read: {problem}; {_advice(fix)}")
 
 
-def require_keys(ck: dict, keys: tuple[str, ...], path: str | Path, fix: str) -> None:
+def _advice(fix: Fix) -> str:
+    return fix() if callable(fix) else fix
+
+
+def require_keys(ck: dict, keys: tuple[str, ...], path: str | Path, fix: Fix) -> None:
     """Raise :class:`CheckpointError` if the checkpoint ``ck`` lacks any of ``keys``."""
     absent = [k for k in keys if k not in ck]
     if absent:
         raise CheckpointError(
             f"{path} cannot be read: it lacks {', '.join(absent)} (not a checkpoint of this "
-            f"project, or an old one); {fix}"
+            f"project, or an old one); {_advice(fix)}"
         )

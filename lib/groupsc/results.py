@@ -144,7 +144,8 @@ def comparison(
     """Each measured figure beside every published figure for the same method and setting.
 
     Returns columns ``method, source, task, dataset, level, metric, measured, n_images,
-    published, reference, delta`` (``delta = measured - published``; NaN where nothing was published).
+    published, reference, delta`` (``delta = measured - published``; NaN where nothing was
+    published).
     Papers that print the same figure share one row, their references joined by ``;``.
     """
     s = summary if summary is not None else build_summary()

@@ -64,10 +64,13 @@ def load_trained(run: str) -> torch.nn.Module:
     from groupsc.train import budget_label
 
     path = repo_root() / "checkpoints" / run / "model.pt"
-    fix = (
-        f"restore it with `git checkout -- {path.relative_to(repo_root())}` "
-        f"or retrain it with {_train_command(run)}"
-    )
+
+    def fix() -> str:  # built only on failure: it reads params.yaml
+        return (
+            f"restore it with `git checkout -- {path.relative_to(repo_root())}` "
+            f"or retrain it with {_train_command(run)}"
+        )
+
     ck, raw = read_checkpoint(path, fix)  # read once: loaded and hashed
     require_keys(ck, ("model", "model_config", "budget", "train_config"), path, fix)
     cfg = dict(ck["model_config"])
@@ -76,7 +79,7 @@ def load_trained(run: str) -> torch.nn.Module:
         model.load_state_dict(ck["model"])
     except (KeyError, TypeError, RuntimeError) as err:
         reason = str(err).splitlines()[0]
-        raise CheckpointError(f"{path} does not fit its model ({reason}); {fix}") from None
+        raise CheckpointError(f"{path} does not fit its model ({reason}); {fix()}") from None
     model.budget = f"{ck['budget'].get('budget', '')} budget: {budget_label(ck['budget'])}"
     model.n_params = str(count_parameters(model))
     model.train_config = ck["train_config"]
