@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from groupsc import stagedeps as S
+from groupsc.paths import repo_root
 
-ROOT = S.repo_root(Path(__file__).parent)
+ROOT = repo_root()
 STAGES = S.resolved_stages(ROOT)
 TRACED = [s for s in STAGES if S.traceable(s)]
 FIX = "add them to the stage's deps in dvc.yaml (python -m groupsc.stagedeps lists them)"

@@ -16,8 +16,8 @@ when the stage declares params. From the repository root::
 
 prints, per stage, the files to add to its ``deps`` and exits 1 if there are any.
 
-Only the standard library, ``dvc`` and ``nbformat`` are needed for the static check;
-``papermill`` is imported for the notebook tracer only.
+Only the standard library, ``dvc``, ``nbformat`` and :mod:`groupsc.paths` are needed for the
+static check; ``papermill`` is imported for the notebook tracer only.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
+
+from groupsc.paths import repo_root
 
 SHELL_OPERATORS = {"&&", "||", ";", "|", "&"}
 REDIRECTS = {">", ">>", "<", "2>", "2>>", "&>"}
@@ -296,13 +298,6 @@ def entry_points(cmd: str, wdir: Path) -> EntryPoints:
 
 
 # --------------------------------------------------------------------------- DVC stages
-
-
-def repo_root(start: str | Path | None = None) -> Path:
-    """The DVC repository root holding ``start`` (default: the current directory)."""
-    from dvc.repo import Repo
-
-    return Path(Repo.find_root(str(start) if start else None))
 
 
 def resolved_stages(root: str | Path | None = None) -> list:
