@@ -14,12 +14,13 @@ Prints three tables (milliseconds, best of ``--reps`` calls, per call, for the w
    estimated cost of one GroupSC step: LISTA + prox + 5/24 of a similarity (5 similarity
    computations in 24 steps, as in the reference settings);
 3. end to end: the 24-step GroupSC forward on the block (``SparseCoding.sums``) with the dense
-   similarities and with :class:`KnnTracker` (a subclass defined here; the library model is
-   unchanged), forward and forward + backward, and how far the sparse output is from the
+   similarities and with the library's k-NN model (``SparseCoding(knn=...)``, the same forward
+   options), forward and forward + backward, and how far the sparse output is from the
    dense one (PSNR between the two outputs, dB) and from the clean block.
 
 The model for (3) is not trained: C = D = W an overcomplete DCT, thresholds picked on the
-block, kappa = 1, nu = 0.5 (or a trained GroupSC from ``--checkpoint checkpoints/<run>/model.pt``).
+block, kappa = 1, nu = sigmoid(1) (or a trained GroupSC from
+``--checkpoint checkpoints/<run>/model.pt``).
 Its accuracy numbers are a proxy for the approximation error, not a result.
 """
 
@@ -37,7 +38,7 @@ import torch
 from groupsc import neighbors as NB
 from groupsc import patches as P
 from groupsc import prox as PX
-from groupsc.models.sparse import SparseCoding
+from groupsc.models.sparse import LEGACY_FORWARD, SparseCoding
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 warnings.filterwarnings("ignore", message="Sparse invariant checks")
@@ -215,37 +216,19 @@ def components_table(batches: list[int], settings: list[tuple[int, int]], reps: 
 
 
 # -- 3. end to end ----------------------------------------------------------------------------
-class KnnGroupSC(SparseCoding):
-    """GroupSC with :class:`groupsc.neighbors.KnnTracker` similarities (benchmark only: the
-    loop of ``SparseCoding.sums`` with the sparse prox). Codes are kept as rows ``(N L, n)``,
-    the layout of the sparse products, so that no step transposes them."""
-
-    def __init__(self, *args, radius: int = 7, k: int = 16, mode: str = "window", **kw) -> None:
-        super().__init__(*args, prox="group", **kw)
-        self.radius, self.k, self.mode = radius, k, mode
-
-    def sums(self, y: torch.Tensor, mask: torch.Tensor | None = None) -> P.Sums:
-        n_img, size = y.shape[0], tuple(y.shape[-2:])
-        yc, mu = P.center(P.extract(y, self.patch), self.channels)
-        m, length = yc.shape[1], yc.shape[2]
-        rows = yc.transpose(1, 2).reshape(n_img * length, m)  # (N L, m)
-
-        def image(codes: torch.Tensor) -> torch.Tensor:  # codes (N L, n)
-            est = (codes @ self.W.t()).view(n_img, length, m).transpose(1, 2)
-            return P.average(P.uncenter(est, mu), size, self.patch)
-
-        tracker = NB.KnnTracker(self.patch, self.radius, self.k, self.mode)
-        sim = tracker.start(y, self.kappa)
-        nu = torch.sigmoid(self.nu_logit)
-        alpha = rows.new_zeros(n_img * length, self.atoms)
-        for step in range(self.steps):
-            if step > 0 and step % self.refresh == 0:
-                sim = tracker.update(image(alpha), self.kappa, nu)
-            b = torch.addmm(alpha, torch.addmm(rows, alpha, self.D.t(), alpha=-1), self.C)
-            lam = self.lam[step].clamp_min(0)[:, None]
-            alpha = NB.SparseRelaxedGroupLasso(lam, sim).prox(b.t()).t()  # no copies
-        est = (alpha @ self.W.t()).view(n_img, length, m).transpose(1, 2)
-        return P.fold_sums(P.uncenter(est, mu), size, self.patch)
+def knn_groupsc(dense: SparseCoding, radius: int, k: int, mode: str) -> SparseCoding:
+    """The library's k-NN GroupSC with ``dense``'s sizes and forward options."""
+    return SparseCoding(
+        patch=dense.patch,
+        atoms=dense.atoms,
+        steps=dense.steps,
+        channels=dense.channels,
+        prox="group",
+        window=dense.window,
+        refresh=dense.refresh,
+        knn={"radius": radius, "k": k, "mode": mode},
+        **dense.forward_options(),
+    )
 
 
 def dct_dictionary(patch: int, atoms: int) -> torch.Tensor:
@@ -290,6 +273,7 @@ def end_to_end_table(
     if checkpoint:
         ck = torch.load(checkpoint, weights_only=True)
         cfg = {k: v for k, v in ck["model_config"].items() if k not in ("kind", "prox")}
+        cfg = {**LEGACY_FORWARD, **cfg}  # a checkpoint that records no options: the legacy ones
         dense = SparseCoding(prox="group", **cfg)
         dense.load_state_dict(ck["model"])
         source = "trained model " + checkpoint
@@ -319,7 +303,7 @@ def end_to_end_table(
         f"{'vs dense':>10}{'PSNR':>8}{'mass':>7}"
     )
     with torch.no_grad():
-        dense_mass = dense.similarity(noisy).sum(-1)
+        dense_mass = dense.similarity(noisy).sum(-2)  # column i: the neighbours of i
     batch = noisy.repeat(8, 1, 1, 1) + 0.0
     ref_out = None
     ref_t = None
@@ -337,20 +321,10 @@ def end_to_end_table(
             model.load_state_dict(state, strict=False)
         else:
             r, k, mode = cfgv
-            model = KnnGroupSC(
-                patch=dense.patch,
-                atoms=dense.atoms,
-                steps=dense.steps,
-                channels=dense.channels,
-                window=dense.window,
-                refresh=dense.refresh,
-                radius=r,
-                k=k,
-                mode=mode,
-            )
+            model = knn_groupsc(dense, r, k, mode)
             model.load_state_dict(state)
             with torch.no_grad():
-                sim = NB.knn_similarity(noisy, dense.patch, dense.kappa, r, k)
+                sim = model.make_similarity().start(noisy, model.kappa)
                 mass = float((sim.row_sums() / dense_mass).mean())
 
         def fwd(model=model, inp=noisy):

@@ -6,6 +6,7 @@ import torch
 from groupsc import neighbors as NB
 from groupsc import patches as P
 from groupsc import prox as PX
+from groupsc import similarity as SIM
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta"),
@@ -58,7 +59,9 @@ def test_full_window_and_all_neighbours_is_the_dense_model():
 
     x, kappa, (hp, wp) = setup((2, 1, 9, 8), dtype=torch.float32)
     length = hp * wp
-    model = SparseCoding(patch=3, atoms=5, steps=1, prox="group")
+    model = SparseCoding(
+        patch=3, atoms=5, steps=1, prox="group", centered_similarity=False, dense_window="block"
+    )
     with torch.no_grad():
         model.kappa.copy_(kappa)
     sigma = model.similarity(x).detach()  # (N, L, L)
@@ -196,7 +199,7 @@ def test_tracker_window_mode_is_top_k_of_the_dense_average():
     x, kappa, _ = setup((1, 1, 10, 10))
     x2, _, _ = setup((1, 1, 10, 10), seed=1)
     nu, radius, k = 0.3, 2, 6
-    tracker = NB.KnnTracker(3, radius, k)
+    tracker = SIM.KnnSimilarity(3, radius, k, centered=False)
     tracker.start(x, kappa)
     sim = tracker.update(x2, kappa, nu)
     avg = (1 - nu) * torch.exp(-dense_dist(x, 3, kappa)) + nu * torch.exp(-dense_dist(x2, 3, kappa))
@@ -215,7 +218,7 @@ def test_tracker_window_mode_is_top_k_of_the_dense_average():
 def test_tracker_fixed_mode_keeps_the_neighbours():
     x, kappa, _ = setup((2, 1, 10, 10))
     x2, _, _ = setup((2, 1, 10, 10), seed=1)
-    tracker = NB.KnnTracker(3, 2, 6, mode="fixed")
+    tracker = SIM.KnnSimilarity(3, 2, 6, mode="fixed", centered=False)
     first = tracker.start(x, kappa)
     nu = torch.tensor([0.25], dtype=torch.float64)
     sim = tracker.update(x2, kappa, nu)
@@ -223,7 +226,7 @@ def test_tracker_fixed_mode_keeps_the_neighbours():
     dist2 = NB.local_distances(x2, 3, kappa, 2)[0].reshape(-1)[first.slot]
     torch.testing.assert_close(sim.values, 0.75 * first.values + 0.25 * torch.exp(-dist2))
     with pytest.raises(ValueError):
-        NB.KnnTracker(3, 2, 6, mode="union")
+        SIM.KnnSimilarity(3, 2, 6, mode="union")
 
 
 def test_gradcheck_pair_distances():
@@ -233,3 +236,56 @@ def test_gradcheck_pair_distances():
     torch.testing.assert_close(NB.pair_distances(x, 3, kappa, sim), ref)
     args = (x.clone().requires_grad_(), kappa.clone().requires_grad_())
     assert torch.autograd.gradcheck(lambda xx, kk: NB.pair_distances(xx, 3, kk, sim), args)
+
+
+def test_authors_guards_of_the_sparse_prox_match_the_dense_one_and_gradcheck():
+    x, kappa, (hp, wp) = setup((1, 1, 8, 8))
+    length = hp * wp
+    sim = NB.knn_similarity(x, 3, kappa, radius=hp - 1, k=length)
+    sigma = torch.exp(-dense_dist(x, 3, kappa))
+    b = torch.randn(1, 4, length, dtype=torch.float64)
+    b[:, 0] = 0.0  # an all-zero atom row: the guards keep it finite
+    lam = torch.tensor([[0.3], [-0.1], [0.2], [0.05]], dtype=torch.float64)  # one negative
+    dense = PX.RelaxedGroupLasso(lam, sigma, added=PX.AUTHORS_EPS).prox(b)
+    sparse = NB.SparseRelaxedGroupLasso(lam, sim, added=PX.AUTHORS_EPS).prox(b)
+    torch.testing.assert_close(sparse, dense)
+    mass = sigma.sum(-2, keepdim=True)
+    ref = torch.relu(1 - lam * (mass + 1e-12).sqrt() / ((b * b) @ sigma + 1e-8).sqrt()) * b
+    torch.testing.assert_close(dense, ref)
+
+    def f(v, c, t):
+        return NB.SparseRelaxedGroupLasso(t, sim.with_values(v), added=(1e-3, 1e-2)).prox(c)
+
+    args = (sim.values.clone().requires_grad_(), b.clone().requires_grad_(), lam.clone())
+    args[2].requires_grad_()
+    assert torch.autograd.gradcheck(f, args)
+
+
+def test_centred_window_distances_are_those_of_centred_patches():
+    """The convolution form with per-channel means (C = 3) equals brute force on centred
+    patches, and at a refresh the means may come from another image (the noisy input)."""
+    x, kappa, (hp, wp) = setup((1, 3, 9, 8))
+    y, _, _ = setup((1, 3, 9, 8), seed=2)
+    _, mu = P.center(P.extract(y, 3), 3)  # (1, 3, 1, L): the input's means
+    dist, off = NB.local_distances(x, 3, kappa, 2, mu=mu.reshape(1, 3, hp, wp))
+    z = P.extract(x, 3).view(1, 3, 9, -1) - mu
+    z = z.reshape(1, 27, -1) * kappa[None, :, None]
+    brute = (z[:, :, :, None] - z[:, :, None, :]).square().sum(1)  # (1, L, L)
+    for i in range(hp * wp):
+        a, c = divmod(i, wp)
+        for o, (dy, dx) in enumerate(off.tolist()):
+            if 0 <= a + dy < hp and 0 <= c + dx < wp:
+                j = (a + dy) * wp + c + dx
+                torch.testing.assert_close(dist[0, i, o], brute[0, i, j])
+            else:
+                assert dist[0, i, o] == float("inf")
+    args = (x.clone().requires_grad_(), kappa.clone().requires_grad_())
+    grid_mu = mu.reshape(1, 3, hp, wp)
+    assert torch.autograd.gradcheck(
+        lambda xx, kk: NB.window_similarity(xx, 3, kk, 1, grid_mu), args
+    )
+    sim = NB.knn_similarity(x, 3, kappa, radius=1, k=4)
+    torch.testing.assert_close(
+        NB.pair_distances(x, 3, kappa, sim, mu),
+        brute.reshape(-1)[(sim.row % (hp * wp)) * hp * wp + sim.col.long() % (hp * wp)],
+    )

@@ -86,11 +86,14 @@ def test_bad_inputs_are_clear():
         SparseCoding(patch=3, atoms=8, steps=1)(torch.rand(1, 3, 9, 9))
 
 
+@pytest.mark.parametrize("centered", [True, False])
 @pytest.mark.parametrize("prox", ["group", "csr"])
-def test_knn_with_a_full_window_equals_the_dense_model(prox):
-    """radius covering the block and k = L keep every pair: the fast path is then exact."""
+def test_knn_with_a_full_window_equals_the_dense_model(prox, centered):
+    """radius covering the block and k = L keep every pair: the fast path is then exact (the
+    dense model with every pair of the block, centred patches or raw ones)."""
     torch.manual_seed(0)
-    kw = dict(patch=3, atoms=8, steps=4, prox=prox, window=12, refresh=2)
+    kw = dict(patch=3, atoms=8, steps=4, prox=prox, window=12, refresh=2, dense_window="block")
+    kw["centered_similarity"] = centered
     dense = SparseCoding(**kw)
     fast = SparseCoding(**kw, knn={"radius": 12, "k": 100, "mode": "window"})
     fast.load_state_dict(dense.state_dict())

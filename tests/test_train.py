@@ -1,5 +1,6 @@
 """The training loop: resumable to the bit, logged, with backtracking."""
 
+import pytest
 import torch
 
 from groupsc.models.sparse import SparseCoding
@@ -60,7 +61,7 @@ def test_backtracking_restores_and_lowers_the_rate(tmp_path, have_data):
 def _finetunes_initialized(section: str):
     """(name, run, merged settings, parent model, fresh model after its one-time
     initialization) for every run of ``train.<section>``."""
-    from groupsc.fit import _initializer, build_model, load_params, run_config
+    from groupsc.fit import _initializer, build_model, load_params, run_config, run_init
     from groupsc.methods import load_trained
 
     params = load_params()
@@ -68,9 +69,10 @@ def _finetunes_initialized(section: str):
     assert runs
     for name in runs:
         run, settings = run_config(name, params)
-        settings.pop("budget_name")
+        preset = settings.pop("budget_name")
         model = build_model(run["kind"], dict(run["model"]))
-        _initializer(run, run["init"], TrainConfig(**settings))(model)
+        init = run_init(run, preset, params["train"]["presets"])
+        _initializer(run, init, TrainConfig(**settings))(model)
         yield name, run, settings, load_trained(run["init"]["from_run"]), model
 
 
@@ -110,3 +112,97 @@ def test_comparison_finetunes_start_from_their_parent_weights(have_data):
         state, parent_state = model.state_dict(), parent.state_dict()
         assert state.keys() == parent_state.keys()
         assert all(torch.equal(state[k], parent_state[k]) for k in state)
+
+
+def test_the_paper_budget_is_the_authors_script(have_data):
+    """400 batches of 32 crops an epoch: lr x0.35 every 80 epochs, 300 epochs, a PSNR check on
+    the training images every 10 epochs; Adam's eps 1e-3; the sparse models start from the
+    dictionary with thresholds 0.02 (kappa 1 and nu 1 are the models' own first values)."""
+    from groupsc.fit import all_runs, load_params, run_config, run_init
+
+    params = load_params()
+    presets = params["train"]["presets"]
+    for name, run in all_runs(params).items():
+        _, s = run_config(name, params, "paper")
+        if run["kind"] in ("sc", "csr", "groupsc"):
+            assert (s["batch"], s["crop"], s["lr"], s["decay"]) == (32, 56, 6e-4, 0.35)
+            assert (s["decay_every"], s["max_steps"], s["check_every"]) == (
+                80 * 400,
+                300 * 400,
+                10 * 400,
+            )
+            assert (s["adam_eps"], s["loss"], s["backtrack"]) == (1e-3, "sum_l2", "train_psnr")
+            assert (s["backtrack_drop"], s["backtrack_factor"]) == (0.2, 0.8)
+            init = run_init(run, "paper", presets)
+            assert "from_run" not in init and init["lam"] == 0.02
+        else:  # the comparison models keep their own papers' optimizers
+            assert s["adam_eps"] == 1e-8 and s["backtrack"] == "loss"
+
+
+def test_the_paper_budget_runs_a_few_steps_on_cpu(tmp_path, have_data):
+    """Two steps of the paper's protocol (batch 32, dictionary init) for SC; a GroupSC step of
+    batch 32 takes about 10 GB here, the test of that model's paper settings is above."""
+    from groupsc.fit import fit
+
+    budget = fit("sc_gray_25", "paper", max_steps=2, out_root=tmp_path, progress=False)
+    assert budget["steps"] == 2 and budget["budget"] == "paper" and budget["batch"] == 32
+    ck = torch.load(tmp_path / "sc_gray_25" / "model.pt", weights_only=True)
+    assert ck["train_config"]["adam_eps"] == 1e-3 and ck["train_config"]["loss"] == "sum_l2"
+    assert ck["model_config"]["signed_thresholds"] is True  # the forward is recorded
+    init = ck["init"]
+    assert torch.all(init["lam"] == 0.02)
+    assert not torch.equal(ck["model"]["D"], init["D"])
+
+
+def test_the_authors_loss_sums_squared_errors_weighted_by_patch_counts():
+    from groupsc.train import _Estimate, batch_loss
+
+    model = _tiny()
+    clean, obs = torch.rand(2, 1, 12, 12), torch.rand(2, 1, 12, 12)
+    est, weight = _Estimate(model)(obs)
+    mask = weight / weight.max()
+    ref = (mask * (est - clean)).square().sum() / 2
+    torch.testing.assert_close(batch_loss(est, weight, clean, "sum_l2"), ref)
+    assert weight[0, 0, 0, 0] == 1 and weight.max() == 25  # corner: one patch; inside: p^2
+
+
+def test_the_authors_backtracking_reloads_and_lowers_the_rate(tmp_path, have_data, monkeypatch):
+    """A training-set PSNR more than 0.2 dB below the last kept one reloads the last snapshot
+    (weights, optimizer, step) and multiplies the lr by 0.8^(k+1) for the k-th backtrack in a
+    row (the PSNR sequence is scripted; the first check sets the reference)."""
+    import groupsc.train as T
+
+    script = iter([25.0, 24.7, 24.75, 25.1, 25.2, 25.3])  # keep, back, back, keep, keep, keep
+    monkeypatch.setattr(T, "training_psnr", lambda *a, **k: next(script))
+    cfg = TrainConfig(
+        dataset="Set12", batch=2, crop=24, max_steps=4, check_every=1, lr=1e-3,
+        save_every=10, backtrack="train_psnr", decay_every=100,
+    )  # fmt: skip
+    budget = train(_tiny(), cfg, tmp_path, progress=False)
+    log = (tmp_path / "log.csv").read_text().splitlines()
+    head = log[0].split(",")
+    rows = [dict(zip(head, r.split(","), strict=True)) for r in log[1:]]
+    assert budget["backtracks"] == 2 and budget["steps"] == 4
+    assert [int(r["step"]) for r in rows] == [1, 2, 2, 2, 3, 4]  # back to step 1 twice
+    assert [r["backtrack"] for r in rows] == ["", "1", "1", "", "", ""]
+    lrs = [float(r["lr"]) for r in rows]
+    assert lrs[:2] == [pytest.approx(1e-3)] * 2
+    assert lrs[2] == pytest.approx(1e-3 * 0.8)  # first backtrack: x0.8
+    assert lrs[3] == pytest.approx(1e-3 * 0.8 * 0.8**2)  # second in a row: x0.8^2 more
+    assert lrs[4] == pytest.approx(lrs[3])  # kept: the rate stays
+    # the steps replayed after a backtrack start from the kept weights: same batch, same loss
+    # up to the optimizer's reloaded moments and the lower rate
+    assert rows[2]["loss"] == rows[1]["loss"] == rows[3]["loss"]
+
+
+def test_the_authors_backtracking_gives_up_on_a_diverging_run(tmp_path, have_data, monkeypatch):
+    import groupsc.train as T
+
+    psnr = iter([25.0] + [20.0] * 100)
+    monkeypatch.setattr(T, "training_psnr", lambda *a, **k: next(psnr))
+    cfg = TrainConfig(
+        dataset="Set12", batch=2, crop=24, max_steps=50, check_every=1, save_every=100,
+        backtrack="train_psnr",
+    )  # fmt: skip
+    with pytest.raises(RuntimeError, match="20 backtracks in a row at step 1"):
+        train(_tiny(), cfg, tmp_path, progress=False)

@@ -26,6 +26,7 @@ from groupsc.paths import DataMissingError, repo_root
 from groupsc.train import TrainingInterrupted
 
 MODEL_KINDS = ("sc", "csr", "groupsc", "dncnn", "dcsc", "panet", "nsr")
+SPARSE_KINDS = ("sc", "csr", "groupsc")  # SparseCoding models; see model_record
 # the sections of train.* holding runs, and the dvc.yaml stage that trains each one's runs
 RUN_STAGES = {
     "runs": "train",
@@ -102,6 +103,18 @@ def run_config(name: str, params: dict, budget: str | None = None) -> tuple[dict
     return run, settings
 
 
+def run_init(run: dict, preset: str, presets: dict) -> dict | None:
+    """The ``init`` block of ``run`` under ``preset``: its block named after the preset if it
+    has one (e.g. ``init.paper``: the paper's models start from the dictionary), else the
+    rest of ``init``."""
+    init = run.get("init")
+    if not init:
+        return None
+    if preset in init:
+        return init[preset]
+    return {k: v for k, v in init.items() if k not in presets}
+
+
 RUN_KEYS = ("kind", "model", "init", "train")
 INIT_KEYS = ("from_run", "kappa", "lam_scale", "gamma", "patches", "alpha", "epochs", "lam")
 
@@ -126,7 +139,9 @@ def check_run(name: str, run: dict, runs: dict, presets: dict) -> None:
     for preset, values in presets.items():
         _refuse_unknown(values, settings, f"params.yaml train.presets.{preset}")
     init = run.get("init") or {}
-    _refuse_unknown(init, set(INIT_KEYS), f"{where}, init")
+    _refuse_unknown(init, set(INIT_KEYS) | set(presets), f"{where}, init")
+    for preset in set(init) & set(presets):
+        _refuse_unknown(init[preset], set(INIT_KEYS), f"{where}, init.{preset}")
     parent = init.get("from_run")
     if parent is not None and parent not in runs:
         raise ValueError(
@@ -171,7 +186,7 @@ def fit(
     params = load_params()
     run, settings = run_config(name, params, budget)
     preset = settings.pop("budget_name")
-    init_cfg = run.get("init")
+    init_cfg = run_init(run, preset, params["train"]["presets"])
     if max_steps is not None:
         settings["max_steps"] = max_steps
     cfg = TrainConfig(**settings)
@@ -190,12 +205,20 @@ def fit(
         model,
         cfg,
         out,
-        model_config={"kind": run["kind"], **model_cfg},
+        model_config=model_record(run["kind"], model_cfg, model),
         init=init,
         progress=progress,
         budget_name=preset,
         device=device,
     )
+
+
+def model_record(kind: str, config: dict, model: torch.nn.Module) -> dict:
+    """The ``model_config`` a checkpoint stores: kind, settings and, for the sparse models,
+    every forward option spelled out (a checkpoint without them is read as the legacy forward,
+    :data:`groupsc.models.sparse.LEGACY_FORWARD`)."""
+    extra = model.forward_options() if kind in SPARSE_KINDS else {}
+    return {"kind": kind, **extra, **config}
 
 
 def resample_steps(lam: torch.Tensor, steps: int) -> torch.Tensor:

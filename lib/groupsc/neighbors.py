@@ -27,17 +27,8 @@ graph:
    dense ``(B*B) @ Sigma`` 28 / 85 ms. The prox of eq. (11) is one fused autograd function
    (the autograd chain of ``RelaxedGroupLasso`` spends more time in the backward of its
    broadcast division than in the sparse product).
-4. **Online averaging** (:class:`KnnTracker`): ``Sigma <- (1 - nu) Sigma + nu Sigma_new``
-   (paper section 3.3). Default ``mode="window"``: the averaging is done exactly on the whole
-   search window, an ``(N, L, O)`` tensor, and the ``k`` neighbours are re-selected from the
-   averaged similarities at every refresh: the top-k of "dense GroupSC restricted to the
-   window". A refresh must compute all the window distances anyway to search for neighbours,
-   so this costs only ``exp`` and a top-k on ``N L O`` numbers more than the search; a union of
-   the successive neighbour sets would approximate the same average with more non-zeros, so
-   it is not offered. ``mode="fixed"`` keeps the neighbours found on the input and only
-   averages their weights (distances on the ``N L k`` kept pairs by a sampled product, no
-   search after the first): about 20% faster end to end, and as close to the dense model on
-   the benchmark's (untrained) proxy; which one a trained model prefers is to be measured.
+4. **Online averaging** lives in :mod:`groupsc.similarity` (:class:`KnnSimilarity`, with the
+   same ``start`` / ``update`` interface as the dense similarities).
 
 Speed (``benchmarks/bench_neighbors.py``, one 56 x 56 block, 24 steps, one thread on a shared
 2-core CPU): at ``radius = 7``, ``k = 16`` the similarity plus the prox, 37 ms per step dense,
@@ -78,7 +69,6 @@ from torch.nn import functional as F
 from groupsc.patches import extract
 
 __all__ = [
-    "KnnTracker",
     "SparseRelaxedGroupLasso",
     "SparseSimilarity",
     "aggregate",
@@ -93,8 +83,6 @@ __all__ = [
 ]
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-
-MODES = ("window", "fixed")
 
 
 # -- the search window ----------------------------------------------------------------------
@@ -183,10 +171,13 @@ def _mirror_index(grid: tuple[int, int], radius: int) -> tuple[Tensor, Tensor]:
     return index.reshape(-1), valid.reshape(half.shape[0], -1)
 
 
-def _window(x: Tensor, patch: int, kappa: Tensor, radius: int, similarity: bool) -> Tensor:
+def _window(
+    x: Tensor, patch: int, kappa: Tensor, radius: int, similarity: bool, mu: Tensor | None = None
+) -> Tensor:
     """``(N, L, O)`` window distances (``similarity=False``, ``inf`` outside the block) or
     similarities ``exp(-d)`` (0 outside). Only the second half of the offsets is computed, the
-    first half is its mirror image (see :func:`_mirror_index`)."""
+    first half is its mirror image (see :func:`_mirror_index`). ``mu``: patch means to centre
+    with (see :func:`local_distances`)."""
     n, c, h, w = x.shape
     if kappa.numel() != c * patch * patch:
         raise ValueError(f"kappa has {kappa.numel()} entries, expected {c * patch * patch}")
@@ -202,9 +193,13 @@ def _window(x: Tensor, patch: int, kappa: Tensor, radius: int, similarity: bool)
     # second-half offsets: dy in [0, r], dx in [-r, r], minus the first r + 1 (dy = 0, dx <= 0)
     xp = F.pad(x, (r, r, 0, r))
     win = F.unfold(xp, (r + 1, side)).view(n, c, (r + 1) * side, h, w)[:, :, r + 1 :]
-    e = (win - x.unsqueeze(2)).square_().transpose(1, 2).reshape(n, oh * c, h, w)
+    diff = win - x.unsqueeze(2)  # (N, C, Oh, h, w): neighbour minus patch, pixel by pixel
+    e = diff.square().transpose(1, 2).reshape(n, oh * c, h, w)
     k2 = (kappa * kappa).view(c, patch, patch)
-    half = _SharedKernelConv.apply(e, k2, oh).view(n, oh, length)  # (N, Oh, L)
+    half = _SharedKernelConv.apply(e, k2, oh)  # (N, Oh, H', W')
+    if mu is not None:
+        half = _centre(half, diff, mu, k2, r)
+    half = half.view(n, oh, length)  # (N, Oh, L)
     index, valid = _mirror_index((hp, wp), r)
     index, valid = index.to(x.device), valid.to(x.device)
     if similarity:
@@ -219,7 +214,30 @@ def _window(x: Tensor, patch: int, kappa: Tensor, radius: int, similarity: bool)
     return torch.cat([mirror, mid, half], 1).transpose(1, 2).contiguous()
 
 
-def local_distances(x: Tensor, patch: int, kappa: Tensor, radius: int) -> tuple[Tensor, Tensor]:
+def _centre(half: Tensor, diff: Tensor, mu: Tensor, k2: Tensor, r: int) -> Tensor:
+    r"""Distances between centred patches from those between raw ones.
+
+    With ``e`` the pixel differences of a patch pair and ``dmu_c = mu_{i+o, c} - mu_{i, c}``
+    the difference of their means in channel ``c``,
+    :math:`\sum_u \kappa_u^2 (e_u - dmu_c)^2 = \sum_u \kappa_u^2 e_u^2
+    - 2\, dmu_c \sum_u \kappa_u^2 e_u + dmu_c^2 \sum_u \kappa_u^2` per channel: ``half``
+    holds the first sum ``(N, Oh, H', W')``; the second is one more shared-kernel convolution per
+    channel, of ``diff`` ``(N, C, Oh, h, w)``; ``mu`` is ``(N, C, H', W')``.
+    """
+    n, c, oh = diff.shape[:3]
+    side = 2 * r + 1
+    hp, wp = mu.shape[-2:]
+    mwin = F.unfold(F.pad(mu, (r, r, 0, r)), (r + 1, side)).view(n, c, (r + 1) * side, hp, wp)
+    dmu = mwin[:, :, r + 1 :] - mu.unsqueeze(2)  # (N, C, Oh, H', W')
+    for ch in range(c):
+        cross = _SharedKernelConv.apply(diff[:, ch].contiguous(), k2[ch : ch + 1], oh)
+        half = half + dmu[:, ch] * (dmu[:, ch] * k2[ch].sum() - 2 * cross)
+    return half.clamp_min(0.0)  # rounding only
+
+
+def local_distances(
+    x: Tensor, patch: int, kappa: Tensor, radius: int, mu: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     r"""Learned distances (eq. 12) between each patch and the patches of its search window.
 
     Args:
@@ -228,6 +246,9 @@ def local_distances(x: Tensor, patch: int, kappa: Tensor, radius: int) -> tuple[
         kappa: ``(C p^2,)`` distance weights :math:`\kappa`, in the order of
             :func:`groupsc.patches.extract`.
         radius: window half-width ``r`` in pixels (offsets of the top-left corners).
+        mu: ``(N, C, H', W')`` means to subtract from each patch per channel before comparing
+            (the authors' centred similarity: at a refresh, the means of the *input* patches),
+            or None to compare the patches as they are.
 
     Returns:
         ``dist``: ``(N, L, O)`` with ``dist[n, i, o] = ||diag(kappa)(x_i - x_{i+o})||^2``
@@ -236,13 +257,15 @@ def local_distances(x: Tensor, patch: int, kappa: Tensor, radius: int) -> tuple[
         from :func:`window_offsets`. ``O = (2r + 1)^2``. Cost ``O m L / 2`` multiply-adds
         (the distance is symmetric: half the offsets are computed, the other half mirrored).
     """
-    return _window(x, patch, kappa, radius, False), window_offsets(radius).to(x.device)
+    return _window(x, patch, kappa, radius, False, mu), window_offsets(radius).to(x.device)
 
 
-def window_similarity(x: Tensor, patch: int, kappa: Tensor, radius: int) -> Tensor:
+def window_similarity(
+    x: Tensor, patch: int, kappa: Tensor, radius: int, mu: Tensor | None = None
+) -> Tensor:
     """``exp(-dist)`` of :func:`local_distances`: ``(N, L, O)`` in [0, 1], 0 outside the block,
     1 at the center offset (the patch itself)."""
-    return _window(x, patch, kappa, radius, True)
+    return _window(x, patch, kappa, radius, True, mu)
 
 
 # -- the sparse similarity matrix -----------------------------------------------------------
@@ -367,11 +390,13 @@ def knn_select(window_sim: Tensor, grid: tuple[int, int], radius: int, k: int) -
     return SparseSimilarity.from_entries(row, col, values, n, length, slot)
 
 
-def knn_similarity(x: Tensor, patch: int, kappa: Tensor, radius: int, k: int) -> SparseSimilarity:
+def knn_similarity(
+    x: Tensor, patch: int, kappa: Tensor, radius: int, k: int, mu: Tensor | None = None
+) -> SparseSimilarity:
     """kNN similarities of the patches of ``x`` ``(N, C, H, W)``: :func:`window_similarity`
     then :func:`knn_select`. See those for the arguments."""
     grid = (x.shape[-2] - patch + 1, x.shape[-1] - patch + 1)
-    return knn_select(window_similarity(x, patch, kappa, radius), grid, radius, k)
+    return knn_select(window_similarity(x, patch, kappa, radius, mu), grid, radius, k)
 
 
 class _PairDistances(torch.autograd.Function):
@@ -398,11 +423,18 @@ class _PairDistances(torch.autograd.Function):
         return gz.mul_(-2.0).addcmul_(deg.unsqueeze(1), z, value=2.0), None
 
 
-def pair_distances(x: Tensor, patch: int, kappa: Tensor, sim: SparseSimilarity) -> Tensor:
+def pair_distances(
+    x: Tensor, patch: int, kappa: Tensor, sim: SparseSimilarity, mu: Tensor | None = None
+) -> Tensor:
     """Distances (eq. 12, squared) between the patches of ``x`` ``(N, C, H, W)`` on the pairs
     of ``sim``: ``(nnz,)``, in the order of ``sim.values``. ``O(nnz m)``: it refreshes the
-    weights of fixed neighbours without a window search."""
-    z = extract(x, patch) * kappa[None, :, None]  # (N, m, L)
+    weights of fixed neighbours without a window search. ``mu``: ``(N, C, 1, L)`` per-channel
+    means subtracted from the patches first (None: raw patches)."""
+    z = extract(x, patch)  # (N, m, L)
+    if mu is not None:
+        n, m, length = z.shape
+        z = (z.view(n, mu.shape[1], -1, length) - mu).view(n, m, length)
+    z = z * kappa[None, :, None]
     return _PairDistances.apply(z.transpose(1, 2).reshape(-1, z.shape[1]).contiguous(), sim)
 
 
@@ -505,12 +537,17 @@ class _GroupProx(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx, x: Tensor, values: Tensor, lam: Tensor, sim: SparseSimilarity, eps: float
+        ctx, x: Tensor, values: Tensor, lam: Tensor, sim: SparseSimilarity, eps, added
     ) -> Tensor:  # x (M, n) contiguous, lam (1, n) or (1, 1)
         mass = values.new_zeros(sim.batch * sim.length).index_add_(0, sim.row, values)
-        rm = mass.sqrt().unsqueeze(1)  # (M, 1)
         q = _csr_mm(sim.crow, sim.col, values, x * x)  # squared weighted norms
-        q.clamp_min_(eps * eps).rsqrt_().mul_(rm)
+        if added is None:  # floor the norm; d t / d mass = t / (2 mass)
+            rm = mass.sqrt().unsqueeze(1)  # (M, 1)
+            q.clamp_min_(eps * eps).rsqrt_().mul_(rm)
+            mass = mass.clamp_min(1e-30)
+        else:  # the authors' guards: mass + e_mass, norm^2 + e_norm
+            mass = mass + added[0]
+            q.add_(added[1]).rsqrt_().mul_(mass.sqrt().unsqueeze(1))
         shrink = torch.addcmul(x.new_ones(()), q, lam, value=-1.0).clamp_min_(0.0)
         if not any(ctx.needs_input_grad[:3]):  # inference: no saved tensors, no extra buffer
             return shrink.mul_(x)
@@ -543,13 +580,14 @@ class _GroupProx(torch.autograd.Function):
             glam = -w.sum(0, keepdim=True)
             if lam.shape[1] == 1:
                 glam = glam.sum(1, keepdim=True)
+        # ``mass`` is the guarded mass (floored, or plus e_mass): q^2 = mass / guarded n2
         if need_v:  # q = sqrt(mass) / norm: d loss / d mass = -(w lam^T) / (2 mass)
             wl = w @ lam.t() if lam.shape[1] > 1 else w.sum(1, keepdim=True) * lam
-            gmass = -(wl.squeeze(1) / (2 * mass.clamp_min(1e-30)))
+            gmass = -(wl.squeeze(1) / (2 * mass))
         # d loss / d n2 = (d loss / d t)(-t / (2 n2)) = w q t / (2 mass); 0 where n2 was floored
         # (there every x_l of the row is 0, so w = 0)
         gn2 = w.mul_(q)
-        gn2.addcmul_(gn2, shrink, value=-1.0).mul_((0.5 / mass.clamp_min(1e-30)).unsqueeze(1))
+        gn2.addcmul_(gn2, shrink, value=-1.0).mul_((0.5 / mass).unsqueeze(1))
         if need_x:
             gx2 = _csr_mm(t_crow, t_col, values[t_perm], gn2)
             gx = torch.mul(shrink, g).addcmul_(gx2, x, value=2.0)
@@ -557,7 +595,7 @@ class _GroupProx(torch.autograd.Function):
             pattern = _csr(crow, col, values, ctx.size)
             gv = torch.sparse.sampled_addmm(pattern, gn2, (x * x).t(), beta=0.0).values()
             gv = gv.add_(gmass.index_select(0, row))
-        return gx, gv, glam, None, None
+        return gx, gv, glam, None, None, None
 
 
 @dataclass
@@ -573,16 +611,22 @@ class SparseRelaxedGroupLasso:
         lam: per-atom thresholds ``(n, 1)`` (or a scalar), as for the dense class.
         sim: the sparse similarities.
         eps: floor of the weighted norms.
+        added: the authors' additive guards ``(e_mass, e_norm)`` instead of the floor (see
+            :class:`groupsc.prox.RelaxedGroupLasso`).
     Codes: ``(N, n, L)`` or the flat ``(n, N L)``, see :func:`aggregate`.
     """
 
     lam: Tensor | float
     sim: SparseSimilarity
     eps: float = 1e-12
+    added: tuple[float, float] | None = None
 
     def value(self, u: Tensor) -> Tensor:
-        norm = weighted_sq_norms(u.pow(2), self.sim).clamp_min(self.eps * self.eps).sqrt()
-        return (self.lam * norm / _mass(self.sim, u).sqrt()).sum()
+        sq, mass = weighted_sq_norms(u.pow(2), self.sim), _mass(self.sim, u)
+        if self.added is not None:
+            return (self.lam * (sq + self.added[1]).sqrt() / (mass + self.added[0]).sqrt()).sum()
+        norm = sq.clamp_min(self.eps * self.eps).sqrt()
+        return (self.lam * norm / mass.sqrt()).sum()
 
     def prox(self, x: Tensor) -> Tensor:
         """Same shape as ``x``; fused forward and backward (:class:`_GroupProx`)."""
@@ -590,53 +634,6 @@ class SparseRelaxedGroupLasso:
         lam = torch.as_tensor(self.lam, dtype=x.dtype, device=x.device)
         if lam.numel() not in (1, rows.shape[1]):
             raise ValueError(f"lam has {lam.numel()} entries for {rows.shape[1]} atoms")
-        out = _GroupProx.apply(rows, self.sim.values, lam.reshape(1, -1), self.sim, self.eps)
+        lam = lam.reshape(1, -1)
+        out = _GroupProx.apply(rows, self.sim.values, lam, self.sim, self.eps, self.added)
         return back(out)
-
-
-# -- online averaging -------------------------------------------------------------------------
-class KnnTracker:
-    r"""kNN similarities with the online averaging of section 3.3,
-    :math:`\Sigma \leftarrow (1 - \nu)\Sigma + \nu \Sigma_{new}`.
-
-    ``mode="window"`` (default) averages the similarities over the whole search window,
-    ``(N, L, O)``, and re-selects the ``k`` neighbours from the average at each refresh: the
-    top-k of the dense average restricted to the window. ``mode="fixed"`` keeps the neighbours
-    of :meth:`start` and averages their weights only (no window search after the first).
-
-    Usage::
-
-        tracker = KnnTracker(patch=9, radius=7, k=16)
-        sim = tracker.start(y, kappa)
-        ...
-        sim = tracker.update(estimate, kappa, nu)
-    """
-
-    def __init__(self, patch: int, radius: int, k: int, mode: str = "window") -> None:
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; use one of {MODES}")
-        self.patch, self.radius, self.k, self.mode = patch, radius, k, mode
-        self.window: Tensor | None = None
-        self.sim: SparseSimilarity | None = None
-        self.grid: tuple[int, int] | None = None
-
-    def start(self, x: Tensor, kappa: Tensor) -> SparseSimilarity:
-        """Similarities of the patches of ``x`` ``(N, C, H, W)`` (the input block)."""
-        self.grid = (x.shape[-2] - self.patch + 1, x.shape[-1] - self.patch + 1)
-        window = window_similarity(x, self.patch, kappa, self.radius)
-        self.sim = knn_select(window, self.grid, self.radius, self.k)
-        self.window = window if self.mode == "window" else None
-        return self.sim
-
-    def update(self, x: Tensor, kappa: Tensor, nu: Tensor | float) -> SparseSimilarity:
-        """Blend in the similarities of the current estimate ``x`` with weight ``nu``."""
-        if self.sim is None:
-            raise RuntimeError("call start() first")
-        if self.mode == "window":
-            new = window_similarity(x, self.patch, kappa, self.radius)
-            self.window = (1 - nu) * self.window + nu * new
-            self.sim = knn_select(self.window, self.grid, self.radius, self.k)
-        else:
-            new = torch.exp(-pair_distances(x, self.patch, kappa, self.sim))
-            self.sim = self.sim.with_values((1 - nu) * self.sim.values + nu * new)
-        return self.sim

@@ -32,6 +32,7 @@ __all__ = [
     "GroupLasso",
     "RelaxedGroupLasso",
     "SoftThreshold",
+    "signed_soft_threshold",
     "similarity_average",
     "soft_threshold",
 ]
@@ -80,6 +81,18 @@ def soft_threshold(x: Tensor, t: Tensor | float) -> Tensor:
     return x - torch.clamp(x, -t, t)
 
 
+def signed_soft_threshold(x: Tensor, t: Tensor | float) -> Tensor:
+    r"""``relu(x - t) - relu(-x - t)``: soft-thresholding for thresholds of either sign.
+
+    For ``t >= 0`` it is :func:`soft_threshold` (same values, bit for bit). A negative ``t``
+    (a learned threshold may cross 0) gives ``2x`` for ``|x| < |t|`` and ``x - t sign(x)``
+    outside: the rule of the authors' code, which uses the learned thresholds as they are.
+    """
+    if bool((torch.as_tensor(t) >= 0).all()):
+        return soft_threshold(x, t)
+    return torch.relu(x - t) - torch.relu(-x - t)
+
+
 @dataclass
 class SoftThreshold:
     r"""Weighted :math:`\ell_1` norm and its prox, the soft-thresholding operator :math:`S_\Lambda`.
@@ -100,6 +113,9 @@ class SoftThreshold:
 
     def prox(self, x: Tensor) -> Tensor:
         return soft_threshold(x, self.lam)
+
+
+AUTHORS_EPS = (1e-12, 1e-8)  # the guards of the group prox in the authors' code (mass, norm^2)
 
 
 def _guarded_norm(sq: Tensor, eps: float) -> Tensor:
@@ -168,16 +184,23 @@ class RelaxedGroupLasso:
         sigma: :math:`\Sigma`, ``(..., n, n)``, nonnegative, with nonzero columns (the paper's
             :math:`\Sigma_{ii} = e^{0} = 1`).
         eps: floor of the weighted norms (see :class:`GroupLasso`).
+        added: ``(e_mass, e_norm)`` to use the authors' guards instead of the floor:
+            :math:`\sqrt{\|\Sigma_i\|_1 + e_{mass}}` and
+            :math:`\sqrt{\sum_l \Sigma_{li} A_{jl}^2 + e_{norm}}` (their code: ``(1e-12, 1e-8)``,
+            :data:`AUTHORS_EPS`). ``None``: the floor ``eps``.
     """
 
     lam: Tensor | float
     sigma: Tensor
     eps: float = 1e-12
+    added: tuple[float, float] | None = None
 
     def _norms(self, a: Tensor) -> tuple[Tensor, Tensor]:
         """Weighted row norms ``(..., p, n)`` and ``sqrt(||Sigma_i||_1)`` ``(..., 1, n)``."""
-        norm = _guarded_norm(a.pow(2) @ self.sigma, self.eps)
-        return norm, self.sigma.sum(dim=-2, keepdim=True).sqrt()
+        sq, mass = a.pow(2) @ self.sigma, self.sigma.sum(dim=-2, keepdim=True)
+        if self.added is not None:
+            return (sq + self.added[1]).sqrt(), (mass + self.added[0]).sqrt()
+        return _guarded_norm(sq, self.eps), mass.sqrt()
 
     def value(self, u: Tensor) -> Tensor:
         norm, root_mass = self._norms(u)
@@ -220,7 +243,8 @@ class CSR:
     def prox(self, x: Tensor) -> Tensor:
         beta = torch.as_tensor(self.beta, dtype=x.dtype, device=x.device)
         shift = beta + self.lam * torch.sign(beta)
-        return soft_threshold(soft_threshold(x - shift, self.lam * self.gamma) + shift, self.lam)
+        inner = signed_soft_threshold(x - shift, self.lam * self.gamma)
+        return signed_soft_threshold(inner + shift, self.lam)
 
 
 def similarity_average(alpha: Tensor, sigma: Tensor, eps: float = 1e-12) -> Tensor:

@@ -495,8 +495,8 @@ def traceable(stage) -> bool:
 def traced_reads(stage) -> list[str]:
     """The repository files the stage reads when it runs (its notebook executed, or its
     module's probe), repo-relative, sorted: opened for reading, or imported modules. Left out:
-    the notebook run, anything under ``.venv/``, ``__pycache__/``, ``.git/``, files outside the
-    repository, and the stage's declared outputs."""
+    the notebook run, anything under ``.venv/``, ``__pycache__/``, ``.git/``, ``*.egg-info/``,
+    files outside the repository, and the stage's declared outputs."""
     root = _stage_root(stage)
     ep = stage_entry_points(stage)
     if ep.notebooks:
@@ -514,6 +514,8 @@ def traced_reads(stage) -> list[str]:
             continue
         if IGNORED_PARTS & set(Path(rel).parts) or covered(rel, outs):
             continue
+        if any(part.endswith(".egg-info") for part in Path(rel).parts):
+            continue  # pip's metadata of the editable install, read by importlib.metadata
         if not (root / rel).is_file():
             continue
         files.add(rel)

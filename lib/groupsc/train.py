@@ -65,6 +65,11 @@ class TrainConfig:
     save_every: int = 50
     seed: int = 0
     threads: int = 2
+    adam_eps: float = 1e-8  # the authors' GroupSC script: 1e-3
+    lr_scales: dict[str, float] = field(default_factory=dict)  # parameter name -> lr multiplier
+    backtrack: str = "loss"  # "loss" (fixed batch, backtrack_tol) or "train_psnr" (the authors')
+    backtrack_drop: float = 0.2  # dB of training-set PSNR that trigger a backtrack (train_psnr)
+    check_images: int = 0  # train_psnr: the first N training images (0: all, as the authors)
 
 
 def _augment(img: np.ndarray, rng: np.random.Generator, crop: int) -> np.ndarray:
@@ -77,6 +82,19 @@ def _augment(img: np.ndarray, rng: np.random.Generator, crop: int) -> np.ndarray
     return np.ascontiguousarray(c)
 
 
+def _degrade(c: np.ndarray, task: str, level: float, rng: np.random.Generator) -> np.ndarray:
+    """The training observation of a clean crop: JPEG at quality ``level``, else Gaussian noise
+    of sigma ``level`` (on 0-255) drawn from ``rng``."""
+    if task == "jpeg":
+        return jpeg(c, int(level))
+    return c + rng.standard_normal(c.shape).astype(np.float32) * (level / 255.0)
+
+
+def _to_tensor(a: list[np.ndarray]) -> torch.Tensor:
+    t = torch.from_numpy(np.stack(a))
+    return t[:, None] if t.ndim == 3 else t.permute(0, 3, 1, 2)
+
+
 def make_batch(
     images: list[np.ndarray], cfg: TrainConfig, step: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,35 +105,100 @@ def make_batch(
         img = images[int(rng.integers(len(images)))]
         c = _augment(img, rng, cfg.crop).astype(np.float32)
         level = float(cfg.levels[int(rng.integers(len(cfg.levels)))])
-        if cfg.task == "jpeg":
-            o = jpeg(c, int(level))
-        else:
-            o = c + rng.standard_normal(c.shape).astype(np.float32) * (level / 255.0)
         clean.append(c)
-        obs.append(o)
-
-    def to_t(a: list[np.ndarray]) -> torch.Tensor:
-        t = torch.from_numpy(np.stack(a))
-        return t[:, None] if t.ndim == 3 else t.permute(0, 3, 1, 2)
-
-    return to_t(clean), to_t(obs)
+        obs.append(_degrade(c, cfg.task, level, rng))
+    return _to_tensor(clean), _to_tensor(obs)
 
 
-def loss_fn(model: nn.Module, clean: torch.Tensor, obs: torch.Tensor, kind: str) -> torch.Tensor:
-    """The training loss; patch models weight each pixel by its number of patch estimates."""
-    if hasattr(model, "sums"):
-        num, den = model.sums(obs)
-        est, weight = num / den, den
-    else:
-        est, weight = model(obs), torch.ones_like(obs)
+class _Estimate(nn.Module):
+    """``model``'s estimate and per-pixel loss weight for a batch: ``(est, weight)``.
+
+    Patch models (``model.sums``) weight each pixel by its number of patch estimates (paper
+    section 3.6 (ii)); other models by 1. A module, so that DistributedDataParallel can wrap it.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if hasattr(self.model, "sums"):
+            num, den = self.model.sums(obs)
+            return num / den, den
+        return self.model(obs), torch.ones_like(obs)
+
+
+LOSSES = ("l2", "l1", "sum_l2")
+
+
+def batch_loss(est: torch.Tensor, weight: torch.Tensor, clean: torch.Tensor, kind: str):
+    """The loss of a batch from :class:`_Estimate`'s output.
+
+    ``l2`` / ``l1``: the squared / absolute error averaged with the weights,
+    ``sum(w e) / sum(w)``. ``sum_l2``: the authors' GroupSC script,
+    ``sum(((w / max w) (est - clean))^2) / B`` (a sum over pixels, not a mean: with Adam's
+    ``eps = 1e-3`` the scale of the gradients matters).
+    """
+    if kind == "sum_l2":
+        scaled = (weight / weight.amax()) * (est - clean)
+        return scaled.square().sum() / est.shape[0]
     err = (est - clean).abs() if kind == "l1" else (est - clean) ** 2
     return (weight * err).sum() / weight.sum()
 
 
-def _hardware(device: torch.device) -> str:
+def loss_fn(model: nn.Module, clean: torch.Tensor, obs: torch.Tensor, kind: str) -> torch.Tensor:
+    """The training loss of ``model`` on one batch (see :func:`batch_loss`)."""
+    est, weight = _Estimate(model)(obs)
+    return batch_loss(est, weight, clean, kind)
+
+
+def training_psnr(
+    model: nn.Module, images: list[np.ndarray], cfg: TrainConfig, device, dist_ctx=None
+) -> float:
+    """Mean PSNR (dB, estimates clipped to [0, 1]) of ``model`` on the training images, each
+    degraded at the first level with noise seeded by ``(seed, index)`` (the same every check):
+    the authors' backtracking criterion. ``cfg.check_images`` > 0 uses the first ones only.
+    Under DistributedDataParallel each process restores its share and the sums are reduced."""
+    subset = images[: cfg.check_images] if cfg.check_images > 0 else images
+    rank, world = (dist_ctx.rank, dist_ctx.world) if dist_ctx else (0, 1)
+    total = torch.zeros(2, dtype=torch.float64)
+    model.eval()
+    with torch.no_grad():
+        for i in range(rank, len(subset), world):
+            rng = np.random.default_rng([cfg.seed, 10**6 + i])
+            c = subset[i].astype(np.float32)
+            o = _degrade(c, cfg.task, float(cfg.levels[0]), rng)
+            est = model(_to_tensor([o]).to(device)).clamp(0, 1).cpu().double()
+            mse = (est - _to_tensor([c]).double()).square().mean()
+            total += torch.tensor([float(-10 * torch.log10(mse)), 1.0], dtype=torch.float64)
+    if dist_ctx:
+        dist_ctx.all_reduce(total)
+    return float(total[0] / total[1])
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Adam:
+    """Adam (``eps = cfg.adam_eps``) with one parameter group per ``cfg.lr_scales`` entry
+    (parameters named so get ``lr x scale``) and one for the rest."""
+    unknown = set(cfg.lr_scales) - {name for name, _ in model.named_parameters()}
+    if unknown:
+        raise ValueError(f"lr_scales names unknown parameters {sorted(unknown)}")
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if n not in cfg.lr_scales]},
+        *(
+            {"params": [p], "lr_scale": cfg.lr_scales[n]}
+            for n, p in model.named_parameters()
+            if n in cfg.lr_scales
+        ),
+    ]
+    return torch.optim.Adam(groups, lr=cfg.lr, eps=cfg.adam_eps)
+
+
+def _hardware(device: torch.device, dist_ctx=None) -> str:
     if device.type == "cuda":
-        return f"GPU {torch.cuda.get_device_name(device)}"
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+        name = f"GPU {torch.cuda.get_device_name(device)}"
+    else:
+        name = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    return f"{dist_ctx.world} x {name} (DDP)" if dist_ctx else name
 
 
 def _cpu(state: dict) -> dict:
@@ -173,7 +256,8 @@ def _load_resume(path: Path, cfg: TrainConfig, device: torch.device) -> dict:
     """The resume checkpoint at ``path``, checked against ``cfg`` (one-line errors)."""
     ck = load_checkpoint(path, RESUME_FIX, map_location=device)
     require_keys(ck, ("model", "opt", "state", "log", "good", "cfg"), path, RESUME_FIX)
-    if ck["cfg"] != asdict(cfg):
+    # a setting added since the file was written counts as its default
+    if {**asdict(TrainConfig()), **ck["cfg"]} != asdict(cfg):
         raise ValueError(
             f"{path} was written with another configuration; {RESUME_FIX}, or restore the "
             "settings it was written with"
@@ -186,6 +270,219 @@ def _save_resume(path: Path, ck: dict) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(ck, tmp)
     os.replace(tmp, path)
+
+
+@dataclass
+class DistContext:
+    """This process's place under ``torchrun`` (DistributedDataParallel): rank and world size.
+
+    Every process builds the same global batch (:func:`make_batch`) and trains on its share
+    (``batch / world`` crops, rank ``r`` taking crops ``r, r + world, ...``); DDP averages the
+    gradients, so the update is the one-process update on the whole batch up to float rounding.
+    Only rank 0 writes files.
+    """
+
+    rank: int = 0
+    world: int = 1
+
+    @classmethod
+    def from_env(cls, device: torch.device) -> DistContext | None:
+        """The context of a ``torchrun`` process (``WORLD_SIZE`` > 1), else None. Initializes
+        the process group: NCCL on GPUs, gloo on CPUs."""
+        import torch.distributed as dist
+
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            return None
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        return cls(dist.get_rank(), dist.get_world_size())
+
+    def all_reduce(self, t: torch.Tensor) -> None:
+        import torch.distributed as dist
+
+        dist.all_reduce(t)
+
+    def mean(self, value: float) -> float:
+        t = torch.tensor([value], dtype=torch.float64)
+        self.all_reduce(t)
+        return float(t[0]) / self.world
+
+
+def _device(device: str | torch.device) -> torch.device:
+    """``device``, with ``cuda`` meaning this process's GPU under ``torchrun`` (LOCAL_RANK)."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    return device
+
+
+MAX_BACKTRACKS = 20  # train_psnr backtracks in a row before a run gives up
+
+
+class _Run:
+    """One training run's state and its named steps: ``start`` (fresh or resumed), ``step``,
+    ``check`` (backtracking), ``save`` (the resume file), ``finish`` (the outputs)."""
+
+    def __init__(self, model, cfg, out, device, dist_ctx, model_config, budget_name) -> None:
+        self.model, self.cfg, self.out, self.device = model, cfg, Path(out), device
+        self.dist, self.model_config, self.budget_name = dist_ctx, model_config, budget_name
+        self.rank0 = dist_ctx is None or dist_ctx.rank == 0
+        self.last = self.out / "resume.pt"
+        self.images = [img for _, img in load_dataset(cfg.dataset, cfg.mode)]
+        torch.manual_seed(cfg.seed)
+        self.opt = make_optimizer(model, cfg)
+        self.state, self.log, self.good = _fresh_state(), [], {}
+        self.net: nn.Module = _Estimate(model)
+        if dist_ctx is not None:
+            if cfg.batch % dist_ctx.world:
+                world = dist_ctx.world
+                raise ValueError(f"batch {cfg.batch} does not split over {world} processes")
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [device.index] if device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.net, device_ids=ids)
+
+    # -- start ------------------------------------------------------------------------------
+    def start(self, init) -> None:
+        if self.last.exists():
+            ck = _load_resume(self.last, self.cfg, self.device)
+            self.model.load_state_dict(ck["model"])
+            self.opt.load_state_dict(ck["opt"])
+            self.state, self.log, self.good = ck["state"], ck["log"], ck["good"]
+            if self.rank0:
+                done = self.state["elapsed"] / 60
+                print(f"resuming {self.out} at step {self.state['step']} ({done:.1f} min done)")
+        else:
+            if init is not None:
+                t0 = time.time()
+                init(self.model)
+                self.state["init_seconds"] = time.time() - t0
+            self.good = self._snapshot()
+            small = count_parameters(self.model) < 10**6
+            self.state["init"] = copy.deepcopy(self.model.state_dict()) if small else {}
+        if self.cfg.backtrack == "loss":
+            self.check_batch = [t.to(self.device) for t in make_batch(self.images, self.cfg, -1)]
+
+    def _snapshot(self) -> dict:
+        """What a backtrack returns to: the weights (and, for train_psnr, the optimizer and
+        the step, as the authors reload their last checkpoint)."""
+        weights = copy.deepcopy(self.model.state_dict())
+        if self.cfg.backtrack == "loss":
+            return weights
+        opt = copy.deepcopy(self.opt.state_dict())
+        return {"model": weights, "opt": opt, "step": self.state["step"]}
+
+    # -- one step ---------------------------------------------------------------------------
+    def lr_at(self, step: int) -> float:
+        cfg = self.cfg
+        return cfg.lr * self.state["lr_scale"] * cfg.decay ** (step // cfg.decay_every)
+
+    def step(self, t_start: float) -> dict:
+        step = self.state["step"]
+        for g in self.opt.param_groups:
+            g["lr"] = self.lr_at(step) * g.get("lr_scale", 1.0)
+        self.model.train()
+        clean, obs = make_batch(self.images, self.cfg, step)
+        if self.dist is not None:  # this process's share of the global batch
+            clean, obs = (t[self.dist.rank :: self.dist.world] for t in (clean, obs))
+        clean, obs = clean.to(self.device), obs.to(self.device)
+        loss = batch_loss(*self.net(obs), clean, self.cfg.loss)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        value = loss.item() if self.dist is None else self.dist.mean(loss.item())
+        self.state["step"] = step + 1
+        self.state["elapsed"] = time.time() - t_start
+        minutes = self.state["elapsed"] / 60
+        return {"step": step + 1, "loss": value, "lr": self.lr_at(step), "minutes": minutes}
+
+    # -- backtracking -----------------------------------------------------------------------
+    def check(self, entry: dict) -> None:
+        """Every ``check_every`` steps: keep a snapshot, or go back to the last one."""
+        if self.state["step"] % self.cfg.check_every:
+            return
+        if self.cfg.backtrack == "loss":
+            self._check_loss(entry)
+        else:
+            self._check_psnr(entry)
+
+    def _check_loss(self, entry: dict) -> None:
+        """Loss on a fixed batch above ``backtrack_tol`` x the best: last snapshot, lr x
+        ``backtrack_factor``."""
+        cfg, state = self.cfg, self.state
+        self.model.eval()
+        with torch.no_grad():
+            check = float(loss_fn(self.model, *self.check_batch, cfg.loss))
+        if self.dist is not None:
+            check = self.dist.mean(check)
+        entry["check_loss"] = check
+        if not math.isfinite(check) or check > cfg.backtrack_tol * state["best"]:
+            self.model.load_state_dict(self.good)
+            self.opt = make_optimizer(self.model, cfg)
+            state["lr_scale"] *= cfg.backtrack_factor
+            state["backtracks"] += 1
+            entry["backtrack"] = 1
+        else:
+            state["best"] = min(state["best"], check)
+            self.good = self._snapshot()
+
+    def _check_psnr(self, entry: dict) -> None:
+        """The authors': training-set PSNR more than ``backtrack_drop`` dB below the last kept
+        one: reload the last snapshot (weights, optimizer, step) and multiply the lr by
+        ``backtrack_factor ** (k + 1)``, ``k`` the backtracks in a row; else keep a snapshot.
+
+        One departure: the authors' first reference is 22 dB, so a model below 21.8 dB at its
+        first check backtracks forever; here the first check sets the reference. After
+        :data:`MAX_BACKTRACKS` in a row (lr x 0.8^210) the run stops with an error."""
+        cfg, state = self.cfg, self.state
+        psnr = training_psnr(self.model, self.images, cfg, self.device, self.dist)
+        entry["check_psnr"] = psnr
+        ref = state.get("ref_psnr", psnr if math.isfinite(psnr) else -math.inf)
+        if not math.isfinite(psnr) or ref - psnr > cfg.backtrack_drop:
+            if state.get("in_a_row", 0) >= MAX_BACKTRACKS:
+                raise RuntimeError(
+                    f"{MAX_BACKTRACKS} backtracks in a row at step {self.good['step']}: the "
+                    f"training diverges (training-set PSNR {psnr:.2f} dB against {ref:.2f}); "
+                    "lower lr in params.yaml"
+                )
+            self.model.load_state_dict(self.good["model"])
+            self.opt.load_state_dict(self.good["opt"])
+            state["lr_scale"] *= cfg.backtrack_factor ** (state.get("in_a_row", 0) + 1)
+            state["in_a_row"] = state.get("in_a_row", 0) + 1
+            state["step"] = self.good["step"]
+            state["backtracks"] += 1
+            entry["backtrack"] = 1
+        else:
+            state["in_a_row"], state["ref_psnr"] = 0, psnr
+            self.good = self._snapshot()
+
+    # -- files ------------------------------------------------------------------------------
+    def save(self) -> None:
+        if not self.rank0:
+            return
+        ck = {"model": self.model.state_dict(), "opt": self.opt.state_dict()}
+        ck.update(state=self.state, log=self.log, good=self.good, cfg=asdict(self.cfg))
+        _save_resume(self.last, ck)
+
+    def finish(self) -> dict:
+        state, cfg = self.state, self.cfg
+        budget = {
+            "budget": self.budget_name,
+            "steps": state["step"],
+            "train_minutes": round(state["elapsed"] / 60, 2),
+            "init_minutes": round(state["init_seconds"] / 60, 2),
+            "backtracks": state["backtracks"],
+            "batch": cfg.batch,
+            "crop": cfg.crop,
+            "hardware": _hardware(self.device, self.dist),
+            "threads": cfg.threads,
+            "torch": str(torch.__version__),
+        }
+        if self.rank0:
+            init = state.get("init", {})
+            _write_outputs(self.out, self.model, cfg, budget, self.log, init, self.model_config)
+            self.last.unlink(missing_ok=True)
+        return budget
 
 
 def train(
@@ -209,113 +506,50 @@ def train(
     where to train (``"cuda"`` on a GPU machine); ``model.pt`` is always written on the CPU.
     The resume file is written every ``save_every`` steps, every ``save_seconds`` seconds and
     at a Ctrl-C (which then raises :class:`TrainingInterrupted` after the current step).
+    Under ``torchrun`` the processes share each batch (:class:`DistContext`).
     """
+    if cfg.loss not in LOSSES:
+        raise ValueError(f"unknown loss {cfg.loss!r}; use one of {LOSSES}")
+    if cfg.backtrack not in ("loss", "train_psnr"):
+        raise ValueError(f"unknown backtrack {cfg.backtrack!r}; use loss or train_psnr")
     torch.set_num_threads(cfg.threads)
-    device = torch.device(device)
+    device = _device(device)
+    dist_ctx = DistContext.from_env(device)
     model.to(device)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    last = out / "resume.pt"
-    images = [img for _, img in load_dataset(cfg.dataset, cfg.mode)]
-    torch.manual_seed(cfg.seed)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    state = _fresh_state()
-    log: list[dict] = []
-    if last.exists():
-        ck = _load_resume(last, cfg, device)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        state, log, good = ck["state"], ck["log"], ck["good"]
-        print(f"resuming {out} at step {state['step']} ({state['elapsed'] / 60:.1f} min done)")
-    else:
-        if init is not None:
-            t0 = time.time()
-            init(model)
-            state["init_seconds"] = time.time() - t0
-        good = copy.deepcopy(model.state_dict())
-        state["init"] = good if count_parameters(model) < 10**6 else {}
-    check_clean, check_obs = (  # the fixed batch of backtracking
-        t.to(device) for t in make_batch(images, cfg, step=-1)
-    )
-
-    def lr_at(step: int) -> float:
-        return cfg.lr * state["lr_scale"] * cfg.decay ** (step // cfg.decay_every)
-
-    def save() -> None:
-        ck = {"model": model.state_dict(), "opt": opt.state_dict(), "state": state, "log": log}
-        _save_resume(last, {**ck, "good": good, "cfg": asdict(cfg)})
-
-    bar = tqdm(total=cfg.max_steps, initial=state["step"], desc=out.name, disable=not progress)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    run = _Run(model, cfg, out, device, dist_ctx, model_config or {}, budget_name)
+    run.start(init)
+    state = run.state
+    bar = tqdm(
+        total=cfg.max_steps, initial=state["step"], desc=run.out.name,
+        disable=not progress or not run.rank0,
+    )  # fmt: skip
     t_start = time.time() - state["elapsed"]
-    saved_at = time.time()
-    steps_this_call = 0
+    saved_at, steps_this_call = time.time(), 0
     with _DeferredInterrupt() as interrupt:
-        while state["step"] < cfg.max_steps and state["elapsed"] < cfg.max_minutes * 60:
+        while run.state["step"] < cfg.max_steps and run.state["elapsed"] < cfg.max_minutes * 60:
             if stop_after is not None and steps_this_call >= stop_after:
                 bar.close()
-                save()
+                run.save()
                 return {}
             steps_this_call += 1
-            step = state["step"]
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step)
-            model.train()
-            clean, obs = (t.to(device) for t in make_batch(images, cfg, step))
-            loss = loss_fn(model, clean, obs, cfg.loss)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            state["step"] = step + 1
-            state["elapsed"] = time.time() - t_start
-            entry = {
-                "step": step + 1,
-                "loss": loss.item(),
-                "lr": lr_at(step),
-                "minutes": state["elapsed"] / 60,
-            }
-            if (step + 1) % cfg.check_every == 0:
-                model.eval()
-                with torch.no_grad():
-                    check = float(loss_fn(model, check_clean, check_obs, cfg.loss))
-                entry["check_loss"] = check
-                if not math.isfinite(check) or check > cfg.backtrack_tol * state["best"]:
-                    model.load_state_dict(good)  # backtrack: last good snapshot, smaller steps
-                    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-                    state["lr_scale"] *= cfg.backtrack_factor
-                    state["backtracks"] += 1
-                    entry["backtrack"] = 1
-                else:
-                    state["best"] = min(state["best"], check)
-                    good = copy.deepcopy(model.state_dict())
-            log.append(entry)
-            bar.update(1)
+            entry = run.step(t_start)
+            run.check(entry)
+            run.log.append(entry)
+            bar.n = run.state["step"]
             bar.set_postfix(loss=f"{entry['loss']:.2e}", lr=f"{entry['lr']:.1e}")
             due = time.time() - saved_at >= save_seconds
-            if state["step"] % cfg.save_every == 0 or due or interrupt.requested:
-                save()
+            if run.state["step"] % cfg.save_every == 0 or due or interrupt.requested:
+                run.save()
                 saved_at = time.time()
             if interrupt.requested:
                 bar.close()
                 raise TrainingInterrupted(
-                    f"interrupted at step {state['step']} of {cfg.max_steps}: the state is "
-                    f"saved in {last}; run the same command to resume"
+                    f"interrupted at step {run.state['step']} of {cfg.max_steps}: the state is "
+                    f"saved in {run.last}; run the same command to resume"
                 )
     bar.close()
-    budget = {
-        "budget": budget_name,
-        "steps": state["step"],
-        "train_minutes": round(state["elapsed"] / 60, 2),
-        "init_minutes": round(state["init_seconds"] / 60, 2),
-        "backtracks": state["backtracks"],
-        "batch": cfg.batch,
-        "crop": cfg.crop,
-        "hardware": _hardware(device),
-        "threads": cfg.threads,
-        "torch": str(torch.__version__),
-    }
-    _write_outputs(out, model, cfg, budget, log, state.get("init", {}), model_config or {})
-    last.unlink(missing_ok=True)
-    return budget
+    return run.finish()
 
 
 def _write_outputs(
@@ -335,6 +569,8 @@ def _write_outputs(
     )
     with open(out / "log.csv", "w") as f:
         keys = ["step", "loss", "lr", "minutes", "check_loss", "backtrack"]
+        if any("check_psnr" in e for e in log):  # the authors' backtracking criterion
+            keys.insert(5, "check_psnr")
         f.write(",".join(keys) + "\n")
         for e in log:
             f.write(",".join("" if e.get(k) is None else f"{e[k]:.6g}" for k in keys) + "\n")

@@ -58,8 +58,9 @@ def load_trained(run: str) -> torch.nn.Module:
     it (:mod:`groupsc.checkpoint`).
     """
     from groupsc.checkpoint import CheckpointError, read_checkpoint, require_keys
-    from groupsc.fit import build_model
+    from groupsc.fit import SPARSE_KINDS, build_model
     from groupsc.models import count_parameters
+    from groupsc.models.sparse import LEGACY_FORWARD
     from groupsc.paths import repo_root
     from groupsc.train import budget_label
 
@@ -74,6 +75,8 @@ def load_trained(run: str) -> torch.nn.Module:
     ck, raw = read_checkpoint(path, fix)  # read once: loaded and hashed
     require_keys(ck, ("model", "model_config", "budget", "train_config"), path, fix)
     cfg = dict(ck["model_config"])
+    if cfg.get("kind") in SPARSE_KINDS:  # written before the forward options existed: legacy
+        cfg = {**LEGACY_FORWARD, **cfg}
     try:
         model = build_model(cfg.pop("kind"), cfg)
         model.load_state_dict(ck["model"])
@@ -163,6 +166,28 @@ METHODS: dict[str, tuple[MethodInfo, Builder]] = {
             published_names=("GroupSC",),
         ),
         _trained("groupsc-knn12"),
+    ),
+    # Issue 16's cpu-budget experiment: the k-NN GroupSC on the authors' forward pass,
+    # fine-tuned from SC or trained from the dictionary for the same total CPU time.
+    "groupsc-knn-ft": (
+        MethodInfo(
+            "groupsc-knn-ft",
+            "GroupSC (k-NN, authors' forward, from SC)",
+            "trained",
+            DENOISE,
+            published_names=("GroupSC",),
+        ),
+        _trained("groupsc-knn-ft"),
+    ),
+    "groupsc-knn-dict": (
+        MethodInfo(
+            "groupsc-knn-dict",
+            "GroupSC (k-NN, authors' forward, from the dictionary)",
+            "trained",
+            DENOISE,
+            published_names=("GroupSC",),
+        ),
+        _trained("groupsc-knn-dict"),
     ),
     # The comparison models of train.comparison, trained here (names distinct from the released).
     "dncnn-s-trained": (

@@ -37,8 +37,28 @@ from torch import nn
 from groupsc import neighbors as NB
 from groupsc import patches as P
 from groupsc import prox as PX
+from groupsc import similarity as SIM
 
 PROXES = ("soft", "group", "csr")
+PROX_EPS = ("authors", "floor")
+
+# The forward pass of the authors' code (bruno-31/groupsc; ../shared/UPSTREAM_GROUPSC.md), the
+# default, and that of the checkpoints this project trained before these options existed
+# (their model_config records none of them; groupsc.methods.trained fills these in).
+AUTHORS_FORWARD = {
+    "centered_similarity": True,
+    "refresh_offset": 1,
+    "dense_window": "authors",
+    "prox_eps": "authors",
+    "signed_thresholds": True,
+}
+LEGACY_FORWARD = {
+    "centered_similarity": False,
+    "refresh_offset": 0,
+    "dense_window": "block",
+    "prox_eps": "floor",
+    "signed_thresholds": False,
+}
 
 
 @dataclass
@@ -78,6 +98,23 @@ class SparseCoding(nn.Module):
             each patch keeps its ``k`` most similar patches within ``+-radius`` pixels
             (:mod:`groupsc.neighbors`), so similarities are sparse and whole images are
             processed at once (no blocks). ``None``: the paper's dense similarities.
+
+    The forward pass (defaults: the authors' code, :data:`AUTHORS_FORWARD`; this project's
+    first models: :data:`LEGACY_FORWARD`):
+
+    - ``centered_similarity``: compare centred patches (the input's patch means subtracted,
+      also from the estimate's patches at a refresh), else raw patches;
+    - ``refresh_offset``: the similarities are refreshed before the steps ``k`` with
+      ``k - refresh_offset`` a positive multiple of ``refresh`` (step 0 is the first prox):
+      1 gives steps 7, 13, 19 for ``refresh = 6`` (the authors' loop), 0 gives 6, 12, 18;
+    - ``dense_window``: ``"authors"``, the neighbours of a dense patch are those with corner
+      offsets in ``-24 .. +23`` (:func:`groupsc.similarity.window_mask`, for a 56 x 56
+      window), ``"block"``: every patch of the block;
+    - ``prox_eps``: ``"authors"``, the group prox divides ``sqrt(mass + 1e-12)`` by
+      ``sqrt(norm^2 + 1e-8)``; ``"floor"``: the norm is floored at 1e-12;
+    - ``signed_thresholds``: the learned thresholds are used as they are (a negative one
+      widens instead of shrinking, as in the authors' code), else clamped at 0.
+
     Input: ``(N, C, H, W)`` in [0, 1] (noisy or mosaicked); output the same shape.
     """
 
@@ -92,10 +129,19 @@ class SparseCoding(nn.Module):
         refresh: int = 6,
         block_stride: int = 48,
         knn: dict | None = None,
+        centered_similarity: bool = True,
+        refresh_offset: int = 1,
+        dense_window: str = "authors",
+        prox_eps: str = "authors",
+        signed_thresholds: bool = True,
     ) -> None:
         super().__init__()
         if prox not in PROXES:
             raise ValueError(f"unknown prox {prox!r}; use one of {PROXES}")
+        if dense_window not in SIM.WINDOWS:
+            raise ValueError(f"unknown dense_window {dense_window!r}; use one of {SIM.WINDOWS}")
+        if prox_eps not in PROX_EPS:
+            raise ValueError(f"unknown prox_eps {prox_eps!r}; use one of {PROX_EPS}")
         m = channels * patch * patch
         init = torch.randn(m, atoms) / math.sqrt(m)
         init = init / torch.linalg.matrix_norm(init, ord=2)
@@ -107,9 +153,13 @@ class SparseCoding(nn.Module):
         self.prox, self.window, self.refresh = prox, window, refresh
         self.block_stride = block_stride
         self.knn = dict(knn) if knn else None
+        self.centered_similarity, self.refresh_offset = bool(centered_similarity), refresh_offset
+        self.dense_window, self.prox_eps = dense_window, prox_eps
+        self.signed_thresholds = bool(signed_thresholds)
         if prox != "soft":
             self.kappa = nn.Parameter(torch.ones(m))  # learned distance weights (eq. 12)
-            self.nu_logit = nn.Parameter(torch.zeros(1))  # online averaging weight, sigmoid
+            # online averaging weight sigmoid(nu_logit), 0.73 at first as in the authors' code
+            self.nu_logit = nn.Parameter(torch.ones(1))
         if prox == "csr":
             self.gamma = nn.Parameter(torch.ones(steps))  # one CSR weight per step (68k total)
 
@@ -128,34 +178,56 @@ class SparseCoding(nn.Module):
         if lam is not None:
             self.lam.fill_(lam)
 
-    # -- the core --------------------------------------------------------------------------
-    def similarity(self, x: torch.Tensor) -> torch.Tensor:
-        """``Sigma_ij = exp(-||diag(kappa)(x_i - x_j)||^2)`` between all patches of a block.
+    def forward_options(self) -> dict:
+        """The options of the forward pass (see the class), as ``model_config`` records them."""
+        return {key: getattr(self, key) for key in AUTHORS_FORWARD}
 
-        ``x``: ``(N, C, b, b)`` current estimate; returns ``(N, L, L)``. The block is the
-        semi-local window, so every pair in it is a candidate neighbour.
-        """
-        z = P.extract(x, self.patch) * self.kappa[None, :, None]  # (N, m, L)
-        sq = (z * z).sum(1)  # (N, L)
-        d = sq[:, :, None] + sq[:, None, :] - 2 * z.transpose(1, 2) @ z
-        return torch.exp(-d.clamp_min(0))
+    def refresh_steps(self) -> list[int]:
+        """The unrolled steps (0 = the first prox) that use a refreshed ``Sigma``."""
+        if self.prox == "soft":
+            return []
+        off = self.refresh_offset
+        return [k for k in range(self.steps) if k > off and (k - off) % self.refresh == 0]
+
+    # -- the core --------------------------------------------------------------------------
+    def make_similarity(self) -> SIM.OnlineSimilarity:
+        """The similarity object of one forward pass (:mod:`groupsc.similarity`)."""
+        centered = self.centered_similarity
+        if self.knn is not None:
+            knn = self.knn
+            mode = knn.get("mode", "fixed")
+            return SIM.KnnSimilarity(self.patch, knn["radius"], knn["k"], mode, centered)
+        span = self.window - self.patch + 1
+        return SIM.DenseSimilarity(self.patch, centered, self.dense_window, span)
+
+    def similarity(self, x: torch.Tensor) -> torch.Tensor:
+        """``Sigma_ij = exp(-||diag(kappa)(x_i - x_j)||^2)`` between the patches of a block
+        (dense, with this model's centring and window): ``(N, C, b, b) -> (N, L, L)``."""
+        sim = SIM.DenseSimilarity(
+            self.patch, self.centered_similarity, self.dense_window, self.window - self.patch + 1
+        )
+        return sim.start(x, self.kappa)
 
     def _prox(self, b: torch.Tensor, k: int, sim: torch.Tensor | None, n_img: int) -> torch.Tensor:
         """Step ``k``'s prox on codes ``b`` of shape ``(atoms, N L)`` (all patches as columns)."""
-        lam = self.lam[k].clamp_min(0)[:, None]  # (n, 1)
+        lam = self.lam[k] if self.signed_thresholds else self.lam[k].clamp_min(0)
+        lam = lam[:, None]  # (n, 1)
+        added = PX.AUTHORS_EPS if self.prox_eps == "authors" else None
         if self.prox == "soft":
+            if self.signed_thresholds:
+                return PX.signed_soft_threshold(b, lam)
             return PX.soft_threshold(b, lam)
         if self.knn is not None:  # sparse k-NN similarities, codes stay flat (n, N L)
             if self.prox == "group":
-                return NB.SparseRelaxedGroupLasso(lam, sim).prox(b)
+                return NB.SparseRelaxedGroupLasso(lam, sim, added=added).prox(b)
             beta = NB.weighted_average(b, sim)
             return PX.CSR(lam, self.gamma[k].clamp_min(0), beta).prox(b)
         n = b.shape[0]
         bb = b.view(n, n_img, -1).transpose(0, 1)  # (N, n, L): one block per image
         if self.prox == "group":
-            out = PX.RelaxedGroupLasso(lam, sim).prox(bb)
-        else:
-            beta = PX.similarity_average(bb, sim)
+            out = PX.RelaxedGroupLasso(lam, sim, added=added).prox(bb)
+        else:  # row i of sim^T holds the neighbours of i (the window is not symmetric)
+            beta = PX.similarity_average(bb, sim.transpose(-1, -2))
             out = PX.CSR(lam, self.gamma[k].clamp_min(0), beta).prox(bb)
         return out.transpose(0, 1).reshape(n, -1)
 
@@ -188,23 +260,15 @@ class SparseCoding(nn.Module):
         else:
             alpha = flat.new_zeros(self.atoms, n_img * length)
         enc = Encoding(alpha, mu, None, size, n_img)
+        refresh = set(self.refresh_steps())
         if nonlocal_:
             nu = torch.sigmoid(self.nu_logit)
-            if self.knn is not None:
-                knn = self.knn
-                tracker = NB.KnnTracker(
-                    self.patch, knn["radius"], knn["k"], knn.get("mode", "fixed")
-                )
-                enc.sim = tracker.start(y, self.kappa)
-            else:
-                enc.sim = self.similarity(y)
+            tracker = self.make_similarity()
+            enc.sim = tracker.start(y, self.kappa, mu)
         ct = self.C.t()
         for k in range(self.steps):
-            if nonlocal_ and k > 0 and k % self.refresh == 0:
-                if self.knn is not None:
-                    enc.sim = tracker.update(self.decode(enc), self.kappa, nu)
-                else:
-                    enc.sim = (1 - nu) * enc.sim + nu * self.similarity(self.decode(enc))
+            if k in refresh:
+                enc.sim = tracker.update(self.decode(enc), self.kappa, nu)
             # alpha + C^T (y - D alpha), as two fused GEMMs: a third faster than matmul + add
             # (one pass less over the (atoms, N L) codes; same values to float rounding)
             # (with rows, the same products transposed: (N L, m) residuals, (N L, atoms) codes)
