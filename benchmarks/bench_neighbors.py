@@ -159,7 +159,7 @@ def time_case(
     def prox() -> torch.Tensor:
         if setting is None:
             return PX.RelaxedGroupLasso(lam, sv).prox(bg)
-        return NB.SparseRelaxedGroupLasso(lam, s0.with_values(sv)).prox(bg)
+        return PX.SparseRelaxedGroupLasso(lam, s0.with_values(sv)).prox(bg)
 
     return (
         sim_f,

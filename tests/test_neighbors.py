@@ -77,12 +77,12 @@ def test_full_window_and_all_neighbours_is_the_dense_model():
         NB.weighted_average(b, sim), PX.similarity_average(b, sigma), atol=1e-5, rtol=1e-4
     )
     lam = torch.rand(5, 1) * 0.5
-    dense, sparse = PX.RelaxedGroupLasso(lam, sigma), NB.SparseRelaxedGroupLasso(lam, sim)
+    dense, sparse = PX.RelaxedGroupLasso(lam, sigma), PX.SparseRelaxedGroupLasso(lam, sim)
     torch.testing.assert_close(sparse.prox(b), dense.prox(b), atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(sparse.value(b), dense.value(b), atol=1e-4, rtol=1e-4)
     # the flat (atoms, N L) layout of SparseCoding
     flat = b.transpose(0, 1).reshape(5, -1)
-    out = NB.SparseRelaxedGroupLasso(lam, sim).prox(flat)
+    out = PX.SparseRelaxedGroupLasso(lam, sim).prox(flat)
     torch.testing.assert_close(
         out, dense.prox(b).transpose(0, 1).reshape(5, -1), atol=1e-5, rtol=1e-4
     )
@@ -97,7 +97,7 @@ def test_full_window_gradients_match_the_dense_model():
         xx = x.clone().requires_grad_()
         if use_sparse:
             sim = NB.knn_similarity(xx, 3, k, radius=hp - 1, k=hp * wp)
-            out = NB.SparseRelaxedGroupLasso(0.3, sim).prox(b)
+            out = PX.SparseRelaxedGroupLasso(0.3, sim).prox(b)
         else:
             sigma = torch.exp(-dense_dist(xx, 3, k))
             out = PX.RelaxedGroupLasso(0.3, sigma).prox(b)
@@ -164,7 +164,7 @@ def test_gradcheck_knn_prox_end_to_end():
 
     def f(xx, kk, cc):
         sim = NB.knn_similarity(xx, 3, kk, radius=2, k=5)
-        return NB.SparseRelaxedGroupLasso(lam, sim).prox(cc)
+        return PX.SparseRelaxedGroupLasso(lam, sim).prox(cc)
 
     args = (x.requires_grad_(), kappa.requires_grad_(), codes.requires_grad_())
     assert torch.autograd.gradcheck(f, args)
@@ -184,7 +184,7 @@ def test_gradcheck_fused_prox_in_codes_values_and_thresholds(per_atom):
     vals = sim.values.clone().requires_grad_()
 
     def f(c, v, t):
-        return NB.SparseRelaxedGroupLasso(t, sim.with_values(v)).prox(c)
+        return PX.SparseRelaxedGroupLasso(t, sim.with_values(v)).prox(c)
 
     out = f(codes, vals, lam)
     assert (out == 0).any() and (out != 0).any()  # both branches of the max are exercised
@@ -247,14 +247,14 @@ def test_authors_guards_of_the_sparse_prox_match_the_dense_one_and_gradcheck():
     b[:, 0] = 0.0  # an all-zero atom row: the guards keep it finite
     lam = torch.tensor([[0.3], [-0.1], [0.2], [0.05]], dtype=torch.float64)  # one negative
     dense = PX.RelaxedGroupLasso(lam, sigma, added=PX.AUTHORS_EPS).prox(b)
-    sparse = NB.SparseRelaxedGroupLasso(lam, sim, added=PX.AUTHORS_EPS).prox(b)
+    sparse = PX.SparseRelaxedGroupLasso(lam, sim, added=PX.AUTHORS_EPS).prox(b)
     torch.testing.assert_close(sparse, dense)
     mass = sigma.sum(-2, keepdim=True)
     ref = torch.relu(1 - lam * (mass + 1e-12).sqrt() / ((b * b) @ sigma + 1e-8).sqrt()) * b
     torch.testing.assert_close(dense, ref)
 
     def f(v, c, t):
-        return NB.SparseRelaxedGroupLasso(t, sim.with_values(v), added=(1e-3, 1e-2)).prox(c)
+        return PX.SparseRelaxedGroupLasso(t, sim.with_values(v), added=(1e-3, 1e-2)).prox(c)
 
     args = (sim.values.clone().requires_grad_(), b.clone().requires_grad_(), lam.clone())
     args[2].requires_grad_()

@@ -219,7 +219,7 @@ class SparseCoding(nn.Module):
             return PX.soft_threshold(b, lam)
         if self.knn is not None:  # sparse k-NN similarities, codes stay flat (n, N L)
             if self.prox == "group":
-                return NB.SparseRelaxedGroupLasso(lam, sim, added=added).prox(b)
+                return PX.SparseRelaxedGroupLasso(lam, sim, added=added).prox(b)
             beta = NB.weighted_average(b, sim)
             return PX.CSR(lam, self.gamma[k].clamp_min(0), beta).prox(b)
         n = b.shape[0]
