@@ -65,7 +65,8 @@ LEGACY_FORWARD = {
 class Encoding:
     """The state of the unrolled algorithm on one block.
 
-    ``alpha``: codes ``(atoms, N L)`` (patch ``l`` of image ``i`` in column ``i L + l``);
+    ``alpha``: codes ``(atoms, N L)`` (patch ``l`` of image ``i`` in column ``i L + l``),
+    stored as rows: the transposed view of a contiguous ``(N L, atoms)`` tensor;
     ``mu``: patch means ``(N, C, 1, L)``; ``sim``: the last similarity, ``(N, L, L)`` dense or a
     :class:`groupsc.neighbors.SparseSimilarity` with ``knn`` (non-local
     models, else None); ``size``: the block's ``(h, w)``; ``n_img``: N.
@@ -209,7 +210,7 @@ class SparseCoding(nn.Module):
         return sim.start(x, self.kappa)
 
     def _prox(self, b: torch.Tensor, k: int, sim: torch.Tensor | None, n_img: int) -> torch.Tensor:
-        """Step ``k``'s prox on codes ``b`` of shape ``(atoms, N L)`` (all patches as columns)."""
+        """Step ``k``'s prox on codes ``b`` ``(atoms, N L)`` (a view of rows), same layout out."""
         lam = self.lam[k] if self.signed_thresholds else self.lam[k].clamp_min(0)
         lam = lam[:, None]  # (n, 1)
         added = PX.AUTHORS_EPS if self.prox_eps == "authors" else None
@@ -223,13 +224,13 @@ class SparseCoding(nn.Module):
             beta = NB.weighted_average(b, sim)
             return PX.CSR(lam, self.gamma[k].clamp_min(0), beta).prox(b)
         n = b.shape[0]
-        bb = b.view(n, n_img, -1).transpose(0, 1)  # (N, n, L): one block per image
+        bb = b.view(n, n_img, -1).transpose(0, 1)  # (N, n, L) views of the rows
         if self.prox == "group":
             out = PX.RelaxedGroupLasso(lam, sim, added=added).prox(bb)
         else:  # row i of sim^T holds the neighbours of i (the window is not symmetric)
             beta = PX.similarity_average(bb, sim.transpose(-1, -2))
             out = PX.CSR(lam, self.gamma[k].clamp_min(0), beta).prox(bb)
-        return out.transpose(0, 1).reshape(n, -1)
+        return out.transpose(1, 2).reshape(-1, n).t()  # back to rows, seen as (n, N L)
 
     def encode(self, y: torch.Tensor, mask: torch.Tensor | None = None) -> Encoding:
         """Run the K unrolled steps on one block (Algorithm 1); see :class:`Encoding`.
@@ -247,41 +248,27 @@ class SparseCoding(nn.Module):
             yc, mu = P.center(yp, self.channels)
         m, length = yc.shape[1], yc.shape[2]
         nonlocal_ = self.prox != "soft"
-        # The k-NN prox works on codes stored as rows (N L, atoms); its models keep every
-        # tensor of the loop in that layout (alpha is then a transposed view), which saves two
-        # transposing copies of the codes per step.
-        rows = nonlocal_ and self.knn is not None
-        flat = yc.transpose(0, 1).reshape(m, n_img * length)  # (m, N L): one GEMM per product
-        mflat = None if mp is None else mp.transpose(0, 1).reshape(m, n_img * length)
-        if rows:
-            flat = flat.t().contiguous()  # (N L, m)
-            mflat = None if mflat is None else mflat.t().contiguous()
-            alpha = flat.new_zeros(n_img * length, self.atoms).t()
-        else:
-            alpha = flat.new_zeros(self.atoms, n_img * length)
+        # Every tensor of the loop is stored as rows, one per patch: codes (N L, atoms) (alpha
+        # is their transposed view), residuals (N L, m). The sparse prox works on rows, and the
+        # two GEMMs of a step read and write them without transposing copies.
+        flat = yc.transpose(1, 2).reshape(n_img * length, m)  # (N L, m)
+        mflat = None if mp is None else mp.transpose(1, 2).reshape(n_img * length, m)
+        alpha = flat.new_zeros(n_img * length, self.atoms).t()
         enc = Encoding(alpha, mu, None, size, n_img)
         refresh = set(self.refresh_steps())
         if nonlocal_:
             nu = torch.sigmoid(self.nu_logit)
             tracker = self.make_similarity()
             enc.sim = tracker.start(y, self.kappa, mu)
-        ct = self.C.t()
         for k in range(self.steps):
             if k in refresh:
                 enc.sim = tracker.update(self.decode(enc), self.kappa, nu)
-            # alpha + C^T (y - D alpha), as two fused GEMMs: a third faster than matmul + add
-            # (one pass less over the (atoms, N L) codes; same values to float rounding)
-            # (with rows, the same products transposed: (N L, m) residuals, (N L, atoms) codes)
-            if rows:
-                resid = torch.addmm(flat, enc.alpha.t(), self.D.t(), alpha=-1)
-            else:
-                resid = torch.addmm(flat, self.D, enc.alpha, alpha=-1)
+            # alpha + C^T (y - D alpha) as two fused GEMMs on rows: a third faster than
+            # matmul + add (one pass less over the codes; same values to float rounding)
+            resid = torch.addmm(flat, enc.alpha.t(), self.D.t(), alpha=-1)  # (N L, m)
             if mflat is not None:
                 resid = resid * mflat
-            if rows:
-                b = torch.addmm(enc.alpha.t(), resid, self.C).t()
-            else:
-                b = torch.addmm(enc.alpha, ct, resid)
+            b = torch.addmm(enc.alpha.t(), resid, self.C).t()  # (atoms, N L) view of rows
             enc.alpha = self._prox(b, k, enc.sim, n_img)
         return enc
 
