@@ -135,3 +135,17 @@ def test_defaults_are_the_authors_and_the_legacy_options_reproduce_the_old_forwa
         enc_first = SparseCoding(**{**kw, "steps": 1}, **LEGACY_FORWARD)
         enc_first.load_state_dict({**old.state_dict(), "lam": old.lam[:1]})
         torch.testing.assert_close(enc_first.encode(y).codes(), first, atol=1e-5, rtol=1e-4)
+
+
+def test_open_groups_of_equal_codes_threshold_as_sc_whatever_the_mass():
+    """The threshold rule when groups open: if a patch's neighbours carry its code, the group
+    prox is SC's soft-thresholding with the same thresholds, for any neighbour mass. So a
+    GroupSC started from a trained SC keeps SC's thresholds (``lam_scale: 1``)."""
+    g = torch.Generator().manual_seed(0)
+    code = torch.randn(6, 1, generator=g, dtype=torch.float64)
+    lam = torch.rand(6, 1, generator=g, dtype=torch.float64) * 0.8
+    codes = code.expand(6, 5).clone()  # five patches, one code
+    for scale in (0.01, 1.0, 40.0):
+        sigma = scale * torch.rand(5, 5, generator=g, dtype=torch.float64) + torch.eye(5)
+        out = PX.RelaxedGroupLasso(lam, sigma, added=None).prox(codes)
+        torch.testing.assert_close(out, PX.soft_threshold(codes, lam))
