@@ -50,6 +50,14 @@ def uncenter(patches: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
     return (patches.view(n, channels, m // channels, length) + mu).view(n, m, length)
 
 
+def subtract_means(patches: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+    """``patches`` ``(N, C p^2, L)`` minus per-channel means ``mu`` ``(N, C, 1, L)``, which
+    may be another image's (the inverse of :func:`uncenter`)."""
+    n, m, length = patches.shape
+    channels = mu.shape[1]
+    return (patches.view(n, channels, m // channels, length) - mu).view(n, m, length)
+
+
 def fold_sums(patches: torch.Tensor, size: tuple[int, int], p: int) -> Sums:
     """Sum the patch estimates back onto the image and count them: two ``(N, C, H, W)``."""
     num = F.fold(patches, size, p)

@@ -34,10 +34,7 @@ KNN_MODES = ("window", "fixed")
 def _centred(x: Tensor, patch: int, mu: Tensor | None) -> Tensor:
     """Patches of ``x`` ``(N, m, L)``, minus ``mu`` ``(N, C, 1, L)`` per channel if given."""
     z = P.extract(x, patch)
-    if mu is None:
-        return z
-    n, m, length = z.shape
-    return (z.view(n, mu.shape[1], -1, length) - mu).view(n, m, length)
+    return z if mu is None else P.subtract_means(z, mu)
 
 
 @lru_cache(maxsize=16)

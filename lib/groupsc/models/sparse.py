@@ -198,16 +198,16 @@ class SparseCoding(nn.Module):
             knn = self.knn
             mode = knn.get("mode", "fixed")
             return SIM.KnnSimilarity(self.patch, knn["radius"], knn["k"], mode, centered)
+        return self._dense_similarity()
+
+    def _dense_similarity(self) -> SIM.DenseSimilarity:
         span = self.window - self.patch + 1
-        return SIM.DenseSimilarity(self.patch, centered, self.dense_window, span)
+        return SIM.DenseSimilarity(self.patch, self.centered_similarity, self.dense_window, span)
 
     def similarity(self, x: torch.Tensor) -> torch.Tensor:
         """``Sigma_ij = exp(-||diag(kappa)(x_i - x_j)||^2)`` between the patches of a block
         (dense, with this model's centring and window): ``(N, C, b, b) -> (N, L, L)``."""
-        sim = SIM.DenseSimilarity(
-            self.patch, self.centered_similarity, self.dense_window, self.window - self.patch + 1
-        )
-        return sim.start(x, self.kappa)
+        return self._dense_similarity().start(x, self.kappa)
 
     def _prox(self, b: torch.Tensor, k: int, sim: torch.Tensor | None, n_img: int) -> torch.Tensor:
         """Step ``k``'s prox on codes ``b`` ``(atoms, N L)`` (a view of rows), same layout out."""

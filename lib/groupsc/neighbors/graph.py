@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from groupsc.neighbors.window import _offsets, _valid, window_similarity
-from groupsc.patches import extract
+from groupsc.patches import extract, subtract_means
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 
@@ -181,8 +181,7 @@ def pair_distances(
     means subtracted from the patches first (None: raw patches)."""
     z = extract(x, patch)  # (N, m, L)
     if mu is not None:
-        n, m, length = z.shape
-        z = (z.view(n, mu.shape[1], -1, length) - mu).view(n, m, length)
+        z = subtract_means(z, mu)
     z = z * kappa[None, :, None]
     return _PairDistances.apply(z.transpose(1, 2).reshape(-1, z.shape[1]).contiguous(), sim)
 

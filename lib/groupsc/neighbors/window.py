@@ -121,7 +121,8 @@ def _window(
     xp = F.pad(x, (r, r, 0, r))
     win = F.unfold(xp, (r + 1, side)).view(n, c, (r + 1) * side, h, w)[:, :, r + 1 :]
     diff = win - x.unsqueeze(2)  # (N, C, Oh, h, w): neighbour minus patch, pixel by pixel
-    e = diff.square().transpose(1, 2).reshape(n, oh * c, h, w)
+    sq = diff.square() if mu is not None else diff.square_()  # centring needs diff again
+    e = sq.transpose(1, 2).reshape(n, oh * c, h, w)
     k2 = (kappa * kappa).view(c, patch, patch)
     half = _SharedKernelConv.apply(e, k2, oh)  # (N, Oh, H', W')
     if mu is not None:
