@@ -232,6 +232,13 @@ def resample_steps(lam: torch.Tensor, steps: int) -> torch.Tensor:
     return lam[idx].clone()
 
 
+def _clamps_thresholds(ck: dict) -> bool:
+    """Whether a sparse checkpoint's forward used ``max(lam, 0)`` (the legacy rule; a
+    checkpoint without forward options is legacy) rather than signed thresholds."""
+    cfg = ck.get("model_config", {})
+    return cfg.get("kind") in SPARSE_KINDS and not cfg.get("signed_thresholds", False)
+
+
 def _initializer(run: dict, init_cfg: dict, cfg):
     """The one-time initialization of a fresh run (dictionary learning, or a trained run)."""
 
@@ -253,6 +260,10 @@ def _initializer(run: dict, init_cfg: dict, cfg):
                 )
             missing = model.load_state_dict(state, strict=False)
             with torch.no_grad():  # start the non-local model near the one it comes from
+                if _clamps_thresholds(ck) and getattr(model, "signed_thresholds", False):
+                    # the parent used max(lam, 0): start from the function it computed
+                    model.lam.clamp_(min=0)
+                    print(f"{parent}'s thresholds clamped at 0, as its forward used them")
                 if "kappa" in init_cfg:
                     model.kappa.fill_(init_cfg["kappa"])
                 if "lam_scale" in init_cfg:
