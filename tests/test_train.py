@@ -79,13 +79,18 @@ def _finetunes_initialized(section: str):
 def test_finetune_runs_start_from_their_parent_run(have_data):
     """train.finetunes runs are found by name and start from their from_run checkpoint, with
     the kappa / threshold-scale / gamma overrides of params.yaml applied, and the thresholds
-    resampled where the run has fewer unrolled steps than its parent."""
+    resampled where the run has fewer unrolled steps than its parent; a parent whose forward
+    used max(lam, 0) hands over its thresholds clamped at 0 to a model that uses them signed,
+    so that the child starts from the function the parent computed."""
     from groupsc.fit import resample_steps
 
     for _, run, _, parent, model in _finetunes_initialized("finetunes"):
         init = run["init"]
         assert torch.equal(model.D, parent.D) and torch.equal(model.W, parent.W)
         lam = parent.lam if model.steps == parent.steps else resample_steps(parent.lam, model.steps)
+        if model.signed_thresholds and not parent.signed_thresholds:
+            assert (lam < 0).any() or run["init"]["from_run"] != "sc_gray_25"  # it matters
+            lam = lam.clamp_min(0)
         assert torch.allclose(model.lam, lam * init.get("lam_scale", 1.0))
         if "kappa" in init:
             assert torch.all(model.kappa == init["kappa"])
