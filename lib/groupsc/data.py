@@ -159,11 +159,7 @@ def load_image(path: str | Path, mode: str = "gray") -> np.ndarray:
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; use one of {MODES}")
-    path = Path(path)
-    if not path.exists():
-        raise DataMissingError(f"{path} does not exist; run `dvc pull` to fetch the data")
-    pixels, white = _read_pixels(path)
-    arr = _drop_opaque_alpha(pixels, white, path).astype(np.float64) / white
+    arr, white = read_image(path, missing="run `dvc pull` to fetch the data")
     is_rgb = arr.ndim == 3
     if mode == "rgb":
         if not is_rgb:
@@ -174,6 +170,18 @@ def load_image(path: str | Path, mode: str = "gray") -> np.ndarray:
     if mode == "y":
         return quantize(rgb_to_y(arr), white)
     return quantize(rgb_to_gray(arr), white)
+
+
+def read_image(path: str | Path, missing: str = "check the path") -> tuple[np.ndarray, float]:
+    """The file's pixels as stored, float64 in [0, 1]: ``(H, W)`` gray or ``(H, W, 3)`` RGB
+    (a fully opaque alpha dropped), and their white level (255, 65535, or 1.0 for float
+    files). A missing file raises :class:`DataMissingError` ending with ``missing``; anything
+    unreadable an :class:`ImageReadError` (module docstring)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataMissingError(f"{path} does not exist; {missing}")
+    pixels, white = _read_pixels(path)
+    return _drop_opaque_alpha(pixels, white, path).astype(np.float64) / white, white
 
 
 def _read_pixels(path: Path) -> tuple[np.ndarray, float]:

@@ -1,0 +1,59 @@
+"""Restoring a large image tile by tile, so that memory is bounded by the tile, not the image.
+
+The image is cut into ``tile x tile`` cores; each core is restored with ``margin`` pixels of
+context on every side (clipped at the image border) and only its core is kept. A method whose
+output at a pixel depends on the input within ``margin`` pixels gives exactly its whole-image
+result (SC: a 9 x 9 patch model, so ``margin >= 8``); the non-local models look further (a
+neighbour search, refreshed similarities), so their tiled result is close, not equal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+from tqdm.auto import tqdm
+
+Restore = Callable[[np.ndarray], np.ndarray]
+
+
+def _cuts(size: int, tile: int) -> list[int]:
+    """Edges of ``ceil(size / tile)`` cores of nearly equal length (none is a sliver)."""
+    n = -(-size // tile)
+    return [round(i * size / n) for i in range(n + 1)]
+
+
+def tile_boxes(shape: tuple[int, int], tile: int, margin: int) -> Iterator[tuple[tuple, tuple]]:
+    """Per tile, row-major: the window read ``(top, bottom, left, right)`` and the core kept
+    ``(r0, r1, c0, c1)``, both in image coordinates; the cores cover the image once."""
+    h, w = shape
+    rows, cols = _cuts(h, tile), _cuts(w, tile)
+    for r0, r1 in zip(rows[:-1], rows[1:], strict=True):
+        for c0, c1 in zip(cols[:-1], cols[1:], strict=True):
+            top, left = max(r0 - margin, 0), max(c0 - margin, 0)
+            yield (top, min(r1 + margin, h), left, min(c1 + margin, w)), (r0, r1, c0, c1)
+
+
+def restore_tiled(
+    restore: Restore,
+    y: np.ndarray,
+    tile: int = 256,
+    margin: int = 32,
+    progress: bool = True,
+    desc: str = "tiles",
+) -> np.ndarray:
+    """``restore`` applied to ``y`` ``(H, W)`` or ``(H, W, C)`` in tiles (module docstring).
+
+    An image that fits in one tile (with its margin) is restored whole.
+    """
+    if tile < 1 or margin < 0:
+        raise ValueError(f"tile must be >= 1 and margin >= 0, got tile {tile}, margin {margin}")
+    h, w = y.shape[:2]
+    if h <= tile + 2 * margin and w <= tile + 2 * margin:
+        return restore(y)
+    out = np.empty_like(y, dtype=np.float32)
+    boxes = list(tile_boxes((h, w), tile, margin))
+    for (t, b, l, r), (r0, r1, c0, c1) in tqdm(boxes, desc=desc, disable=not progress):
+        est = restore(np.ascontiguousarray(y[t:b, l:r]))
+        out[r0:r1, c0:c1] = est[r0 - t : r1 - t, c0 - l : c1 - l]
+    return out
