@@ -1,6 +1,8 @@
 # Two commands do everything on a fresh clone (with ../shared beside it):
 #   make repro   # venv if missing, dvc pull, dvc repro, print the results summary
 #   make test    # venv if missing, dvc pull, unit tests + notebooks (nbval) + ruff
+# and a third opens the notebooks:
+#   make lab     # JupyterLab on the project's kernel (`groupsc`), autosave off
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 VENV := .venv
@@ -10,18 +12,27 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export MALLOC_MMAP_MAX_ := 0
 export MALLOC_TRIM_THRESHOLD_ := 4000000000
 PYTEST_WORKERS ?= 2
+# The notebooks' kernel: the venv's Python with the MALLOC settings above (kernel.json env), so
+# a kernel started from JupyterLab runs as fast as papermill's; papermill and nbval name it too.
+KERNEL := groupsc
+LAB_PORT ?= 8888
 
-.PHONY: all venv data repro test lint notebooks clean-venv
+.PHONY: all venv data repro test lint lab notebooks clean-venv
 
 all: repro
 
-$(VENV)/.installed: requirements.txt pyproject.toml
+$(VENV)/.installed: requirements.txt pyproject.toml jupyter/overrides.json
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@echo "installing requirements into $(VENV) (first time: a few minutes)"
 	@$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt 2>&1 \
 		| { grep -v "^WARNING: Location" || true; }
 	@$(PY) -m pip install -q --disable-pip-version-check --no-deps -e . 2>&1 \
 		| { grep -v "^WARNING: Location" || true; }
+	@$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "GroupSC (.venv)" \
+		--env MALLOC_MMAP_MAX_ $(MALLOC_MMAP_MAX_) \
+		--env MALLOC_TRIM_THRESHOLD_ $(MALLOC_TRIM_THRESHOLD_) > /dev/null
+	@mkdir -p $(VENV)/share/jupyter/lab/settings
+	@cp jupyter/overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
 	@touch $@
 
 venv: $(VENV)/.installed
@@ -34,8 +45,14 @@ repro: data
 	@python -m groupsc.results
 
 test: data
-	python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --nbval-lax tests notebooks
+	python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --nbval-lax --nbval-kernel-name $(KERNEL) \
+		tests notebooks
 	ruff check lib tests notebooks benchmarks
+
+# The notebooks in notebooks/ are the pipeline's outputs: reading them leaves them untouched
+# (autosave is off); saving one makes its DVC stage `modified` (git checkout restores it).
+lab: data
+	jupyter lab --no-browser --allow-root --port $(LAB_PORT) --notebook-dir notebooks
 
 lint: venv
 	ruff check lib tests notebooks benchmarks
