@@ -1,5 +1,5 @@
 # Two commands do everything on a fresh clone (with ../shared beside it):
-#   make repro   # venv if missing, dvc pull, dvc repro, print the results summary
+#   make repro   # venv if missing, dvc pull, dvc repro, print a short results summary
 #   make test    # venv if missing, dvc pull, unit tests + notebooks (nbval) + ruff
 # and a third opens the notebooks:
 #   make lab     # JupyterLab on the project's kernel (`groupsc`), autosave off
@@ -42,7 +42,8 @@ data: venv
 
 repro: data
 	dvc repro
-	@python -m groupsc.results
+	@python -m groupsc.readme
+	@python -m groupsc.results --short
 
 test: data
 	python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --nbval-lax --nbval-kernel-name $(KERNEL) \

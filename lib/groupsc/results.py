@@ -198,6 +198,22 @@ def add_seconds(
     return table.merge(sec, on=keys, how="left")
 
 
+def short_summary(summary: pd.DataFrame) -> str:
+    """One line per task and measured model: its PSNR per dataset and level (``make repro``)."""
+    mea = summary[(summary.source != "published") & (summary.metric == "psnr")]
+    lines = []
+    for (task, method), rows in mea.groupby(["task", "method"], sort=True):
+        sets = []
+        for dataset, r in rows.sort_values("level").groupby("dataset", sort=True):
+            levels = "/".join(f"{v:g}" for v in r.level)
+            sets.append(f"{dataset} {levels}: " + "/".join(f"{v:.2f}" for v in r.value))
+        lines.append(f"{task:20s} {method:22s} {rows.source.iloc[0]:8s} " + "; ".join(sets))
+    return "\n".join(
+        ["PSNR (dB) per task and model, levels in order (sigma or JPEG quality):", *lines, "",
+         "beside the published figures: README.md, docs/results.md, results/comparison.txt"]
+    )  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print measured-beside-published PSNR from ``results/summary.csv`` (``make repro``).
 
@@ -207,12 +223,16 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("--write", action="store_true", help="rebuild results/summary.csv first")
+    p.add_argument("--short", action="store_true", help="one line per task and model")
     args = p.parse_args(argv)
     path = write_summary() if args.write else results_dir() / "summary.csv"
     if not path.exists():
         print(f"error: {path} is missing; run `dvc repro` (or `make repro`)", file=sys.stderr)
         return 2
     s = pd.read_csv(path)
+    if args.short:
+        print(short_summary(s))
+        return 0
     comp = comparison(s, metrics=("psnr", "psnrb"))
     speed = s[s.metric == "sec_per_image"].rename(columns={"value": "s/img"})
     comp = comp.merge(

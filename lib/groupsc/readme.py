@@ -1,0 +1,189 @@
+"""The results tables of ``README.md`` and ``docs/results.md``, generated from
+``results/summary.csv`` so that no figure is typed by hand.
+
+A generated block sits between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->``; everything
+else in the file is prose and is left alone. ``make repro`` rewrites the blocks after ``dvc
+repro`` (not the ``summary`` stage itself: the files are prose that people edit, and a stage
+output they would make "modified" at every edit); ``python -m groupsc.readme --check`` and
+``tests/test_readme.py`` fail when a file and the summary disagree. Cells read ``measured
+(published)``: PSNR in dB from the harness beside the papers' figure for the same method,
+dataset and level (``-``: not run here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Callable
+
+import pandas as pd
+
+from groupsc.paths import repo_root, results_dir
+from groupsc.results import comparison
+
+FILES = ("README.md", "docs/results.md", "docs/training.md")
+BLOCK = re.compile(
+    r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /table:(?P=name) -->)", re.S
+)
+PRIMARY_PAPER = "groupsc"  # where papers disagree on a figure, the GroupSC paper's is shown
+
+
+def _published(comp: pd.DataFrame) -> pd.DataFrame:
+    """One published figure per measured one: the GroupSC paper's where it has one, from its
+    main tables before its appendix."""
+    ref = comp.reference.fillna("")
+    comp = comp.assign(
+        other=~ref.str.contains(PRIMARY_PAPER),
+        appendix=ref.str.startswith(
+            tuple(f"{m}, {PRIMARY_PAPER} Appendix" for m in comp.method.unique())
+        ),
+    )
+    comp = comp.sort_values(["other", "appendix", "reference"], kind="stable")
+    comp = comp.drop(columns=["other", "appendix"])
+    return comp.drop_duplicates(["method", "task", "dataset", "level", "metric"])
+
+
+def _cell(measured: float, published: float) -> str:
+    if pd.isna(measured):
+        return "-"
+    return f"{measured:.2f}" if pd.isna(published) else f"{measured:.2f} ({published:.2f})"
+
+
+def _level(task: str, level: float) -> str:
+    return f"q = {level:g}" if task == "jpeg" else f"σ = {level:g}"
+
+
+def _grid(comp: pd.DataFrame, tasks: tuple[str, ...], datasets: tuple[str, ...]) -> str:
+    """Methods as rows, (dataset, level) as columns, measured (published) PSNR cells."""
+    rows = comp[comp.task.isin(tasks) & comp.dataset.isin(datasets) & (comp.metric == "psnr")]
+    rows = rows[rows.method != "Input"] if "jpeg" not in tasks else rows
+    if rows.empty:
+        return "Nothing measured yet.\n"
+    columns = sorted(
+        {(r.dataset, r.level, r.task) for r in rows.itertuples()},
+        key=lambda c: (datasets.index(c[0]), c[1]),
+    )
+    order = (
+        rows.groupby("method")["level"].count().sort_values(ascending=False, kind="stable").index
+    )
+    head = ["method", "source"] + [f"{d} {_level(t, lv)}" for d, lv, t in columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for method in order:
+        mine = rows[rows.method == method]
+        cells = []
+        for dataset, level, task in columns:
+            hit = mine[(mine.dataset == dataset) & (mine.level == level) & (mine.task == task)]
+            cells.append(_cell(*hit[["measured", "published"]].iloc[0]) if len(hit) else "-")
+        lines.append(f"| {method} | {mine.source.iloc[0]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def gray_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
+    return _grid(comp, ("gray_denoise",), ("BSD68", "Set12"))
+
+
+def jpeg_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
+    return _grid(comp, ("jpeg",), ("Classic5", "LIVE1"))
+
+
+def color_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
+    return _grid(comp, ("color_denoise", "blind_color_denoise"), ("CBSD68", "Kodak24", "McMaster"))
+
+
+def demosaic_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
+    return _grid(comp, ("demosaic",), ("Kodak24", "CBSD68", "McMaster"))
+
+
+GROUPED = ("GroupSC (k-NN)", "GroupSC")
+
+
+def grouping_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
+    """Does grouping help? GroupSC minus SC on BSD68 per sigma, here and in the paper."""
+    rows = comp[(comp.task == "gray_denoise") & (comp.dataset == "BSD68") & (comp.metric == "psnr")]
+    sc = rows[rows.method == "SC"].set_index("level")
+    lines = [
+        "| σ | SC | " + " | ".join(f"{m} (gain)" for m in GROUPED) + " | paper: GroupSC − SC |",
+        "|---|---|" + "---|" * len(GROUPED) + "---|",
+    ]
+    for level, base in sc.iterrows():
+        cells, paper = [], "-"
+        for method in GROUPED:
+            hit = rows[(rows.method == method) & (rows.level == level)]
+            if hit.empty:
+                cells.append("-")
+                continue
+            value, published = hit[["measured", "published"]].iloc[0]
+            cells.append(f"{value:.2f} ({value - base.measured:+.2f})")
+            if method == "GroupSC" and not pd.isna(published) and not pd.isna(base.published):
+                paper = f"{published - base.published:+.2f}"
+        lines.append(f"| {level:g} | {base.measured:.2f} | " + " | ".join(cells) + f" | {paper} |")
+    return "\n".join(lines) + "\n"
+
+
+def budget_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
+    """Every model trained here: its training budget and its seconds per BSD68 image."""
+    trained = summary[(summary.source == "trained") & (summary.metric == "psnr")]
+    sec = summary[summary.metric == "sec_per_image"]
+    lines = ["| method | task | level | budget | s/image |", "|---|---|---|---|---|"]
+    for r in trained.drop_duplicates(["method", "task", "level"]).itertuples():
+        s = sec[(sec.method == r.method) & (sec.task == r.task) & (sec.level == r.level)]
+        seconds = f"{s.value.iloc[0]:.1f} ({s.dataset.iloc[0]})" if len(s) else "-"
+        lines.append(f"| {r.method} | {r.task} | {r.level:g} | {r.budget} | {seconds} |")
+    return "\n".join(lines) + "\n"
+
+
+TABLES: dict[str, Callable[[pd.DataFrame, pd.DataFrame], str]] = {
+    "gray": gray_table,
+    "grouping": grouping_table,
+    "jpeg": jpeg_table,
+    "color": color_table,
+    "demosaic": demosaic_table,
+    "budgets": budget_table,
+}
+
+
+def render(summary: pd.DataFrame) -> dict[str, str]:
+    comp = _published(comparison(summary, metrics=("psnr",)))
+    return {name: make(comp, summary) for name, make in TABLES.items()}
+
+
+def rewrite(text: str, tables: dict[str, str], where: str = "") -> str:
+    """``text`` with each generated block replaced; an unknown block name is an error."""
+
+    def fill(m: re.Match) -> str:
+        name = m.group("name")
+        if name not in tables:
+            raise KeyError(f"{where}: unknown table {name!r}; known: {', '.join(tables)}")
+        return m.group(1) + tables[name] + m.group(4)
+
+    return BLOCK.sub(fill, text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if a file is stale")
+    args = parser.parse_args(argv)
+    path = results_dir() / "summary.csv"
+    if not path.exists():
+        print(f"error: {path} is missing; run `dvc pull` or `dvc repro summary`", file=sys.stderr)
+        return 2
+    tables = render(pd.read_csv(path))
+    stale = []
+    for name in FILES:
+        file = repo_root() / name
+        text = file.read_text()
+        new = rewrite(text, tables, name)
+        if new != text:
+            stale.append(name)
+            if not args.check:
+                file.write_text(new)
+    if args.check and stale:
+        print(f"stale tables in {', '.join(stale)}: run `python -m groupsc.readme`")
+        return 1
+    print(("rewrote " + ", ".join(stale)) if stale and not args.check else "tables up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
