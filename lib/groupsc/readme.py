@@ -20,63 +20,26 @@ from collections.abc import Callable
 import pandas as pd
 
 from groupsc.paths import repo_root, results_dir
-from groupsc.results import comparison
+from groupsc.results import comparison, one_published, psnr_table
 
 FILES = ("README.md", "docs/results.md", "docs/training.md")
 BLOCK = re.compile(
     r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /table:(?P=name) -->)", re.S
 )
-PRIMARY_PAPER = "groupsc"  # where papers disagree on a figure, the GroupSC paper's is shown
 
 
-def _published(comp: pd.DataFrame) -> pd.DataFrame:
-    """One published figure per measured one: the GroupSC paper's where it has one, from its
-    main tables before its appendix."""
-    ref = comp.reference.fillna("")
-    comp = comp.assign(
-        other=~ref.str.contains(PRIMARY_PAPER),
-        appendix=ref.str.startswith(
-            tuple(f"{m}, {PRIMARY_PAPER} Appendix" for m in comp.method.unique())
-        ),
-    )
-    comp = comp.sort_values(["other", "appendix", "reference"], kind="stable")
-    comp = comp.drop(columns=["other", "appendix"])
-    return comp.drop_duplicates(["method", "task", "dataset", "level", "metric"])
-
-
-def _cell(measured: float, published: float) -> str:
-    if pd.isna(measured):
-        return "-"
-    return f"{measured:.2f}" if pd.isna(published) else f"{measured:.2f} ({published:.2f})"
-
-
-def _level(task: str, level: float) -> str:
-    return f"q = {level:g}" if task == "jpeg" else f"σ = {level:g}"
+def markdown(table: pd.DataFrame) -> str:
+    """A DataFrame of strings as a markdown table (its index as the first columns)."""
+    if table.empty:
+        return "Nothing measured yet.\n"
+    flat = table.reset_index()
+    lines = ["| " + " | ".join(map(str, flat.columns)) + " |", "|" + "---|" * flat.shape[1]]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in flat.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
 
 
 def _grid(comp: pd.DataFrame, tasks: tuple[str, ...], datasets: tuple[str, ...]) -> str:
-    """Methods as rows, (dataset, level) as columns, measured (published) PSNR cells."""
-    rows = comp[comp.task.isin(tasks) & comp.dataset.isin(datasets) & (comp.metric == "psnr")]
-    rows = rows[rows.method != "Input"] if "jpeg" not in tasks else rows
-    if rows.empty:
-        return "Nothing measured yet.\n"
-    columns = sorted(
-        {(r.dataset, r.level, r.task) for r in rows.itertuples()},
-        key=lambda c: (datasets.index(c[0]), c[1]),
-    )
-    order = (
-        rows.groupby("method")["level"].count().sort_values(ascending=False, kind="stable").index
-    )
-    head = ["method", "source"] + [f"{d} {_level(t, lv)}" for d, lv, t in columns]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for method in order:
-        mine = rows[rows.method == method]
-        cells = []
-        for dataset, level, task in columns:
-            hit = mine[(mine.dataset == dataset) & (mine.level == level) & (mine.task == task)]
-            cells.append(_cell(*hit[["measured", "published"]].iloc[0]) if len(hit) else "-")
-        lines.append(f"| {method} | {mine.source.iloc[0]} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return markdown(psnr_table(comp, tasks, datasets))
 
 
 def gray_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
@@ -144,7 +107,7 @@ TABLES: dict[str, Callable[[pd.DataFrame, pd.DataFrame], str]] = {
 
 
 def render(summary: pd.DataFrame) -> dict[str, str]:
-    comp = _published(comparison(summary, metrics=("psnr",)))
+    comp = one_published(comparison(summary, metrics=("psnr",)))
     return {name: make(comp, summary) for name, make in TABLES.items()}
 
 

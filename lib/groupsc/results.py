@@ -182,6 +182,64 @@ def comparison(
     return pd.DataFrame(rows)
 
 
+PRIMARY_PAPER = "groupsc"  # where papers disagree on a figure, the GroupSC paper's is shown
+
+
+def one_published(comp: pd.DataFrame) -> pd.DataFrame:
+    """:func:`comparison` with one published figure per measured one: the GroupSC paper's
+    where it has one, from its main tables before its appendix."""
+    ref = comp.reference.fillna("")
+    mains = tuple(f"{m}, {PRIMARY_PAPER} Appendix" for m in comp.method.unique())
+    comp = comp.assign(other=~ref.str.contains(PRIMARY_PAPER), appendix=ref.str.startswith(mains))
+    comp = comp.sort_values(["other", "appendix", "reference"], kind="stable")
+    comp = comp.drop(columns=["other", "appendix"])
+    return comp.drop_duplicates(["method", "task", "dataset", "level", "metric"])
+
+
+def level_label(task: str, level: float) -> str:
+    return f"q = {level:g}" if task == "jpeg" else f"σ = {level:g}"
+
+
+def _cell(measured: float, published: float) -> str:
+    if pd.isna(published):
+        return f"{measured:.2f}"
+    return f"{measured:.2f} ({published:.2f})"
+
+
+def psnr_table(
+    comp: pd.DataFrame, tasks: tuple[str, ...], datasets: tuple[str, ...], metric: str = "psnr"
+) -> pd.DataFrame:
+    """Methods (and their source) as rows, ``dataset level`` as columns, cells
+    ``measured (published)`` as strings (``-``: not measured); ``comp`` from
+    :func:`one_published`. Methods measured at the most settings come first; the input
+    itself is shown for JPEG only."""
+    rows = comp[comp.task.isin(tasks) & comp.dataset.isin(datasets) & (comp.metric == metric)]
+    rows = rows if "jpeg" in tasks else rows[rows.method != "Input"]
+    if rows.empty:
+        return pd.DataFrame()
+    keys = sorted(
+        {(r.dataset, r.level, r.task) for r in rows.itertuples()},
+        key=lambda c: (datasets.index(c[0]), c[1]),
+    )
+    counts = rows.groupby("method")["level"].count()
+    table = pd.DataFrame(
+        index=pd.MultiIndex.from_tuples(
+            [
+                (m, rows[rows.method == m].source.iloc[0])
+                for m in counts.sort_values(ascending=False, kind="stable").index
+            ],
+            names=["method", "source"],
+        ),  # fmt: skip
+        columns=[f"{d} {level_label(t, lv)}" for d, lv, t in keys],
+        data="-",
+    )
+    for r in rows.itertuples():
+        table.loc[(r.method, r.source), f"{r.dataset} {level_label(r.task, r.level)}"] = _cell(
+            r.measured, r.published
+        )
+    return table
+
+
 def add_seconds(
     table: pd.DataFrame, summary: pd.DataFrame, column: str = "s/image", **where
 ) -> pd.DataFrame:
