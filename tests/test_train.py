@@ -1,5 +1,7 @@
 """The training loop: resumable to the bit, logged, with backtracking."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -42,6 +44,22 @@ def test_resume_gives_the_same_weights(tmp_path, have_data):
     assert final["budget"]["steps"] == 4
     assert (tmp_path / "b" / "log.csv").read_text().count("\n") == 5
     assert not (tmp_path / "b" / "resume.pt").exists()  # a finished run leaves no resume file
+
+
+def test_an_interrupted_run_continues_to_a_longer_budget(tmp_path, have_data):
+    """Stopped at step 2 of 4 and resumed with max_steps 6: the same weights as a straight
+    6-step run; another setting changed is refused."""
+    cfg = TrainConfig(batch=2, crop=24, max_steps=4, check_every=2, save_every=1, decay_every=2)
+    longer = replace(cfg, max_steps=6)
+    straight = _tiny()
+    train(straight, longer, tmp_path / "a", progress=False)
+    assert train(_tiny(), cfg, tmp_path / "b", progress=False, stop_after=2) == {}
+    with pytest.raises(ValueError, match="written with another configuration"):
+        train(_tiny(), replace(longer, lr=1.0), tmp_path / "b", progress=False)
+    resumed = _tiny()
+    assert train(resumed, longer, tmp_path / "b", progress=False)["steps"] == 6
+    for p, q in zip(straight.parameters(), resumed.parameters(), strict=True):
+        assert torch.allclose(p, q, atol=1e-6)
 
 
 def test_backtracking_restores_and_lowers_the_rate(tmp_path, have_data):

@@ -252,12 +252,19 @@ def _fresh_state() -> dict:
 RESUME_FIX = "delete it to train this run from step 0 again"
 
 
+# Settings that only say when to stop: a run resumed with other values continues to them (an
+# interrupted run given a longer budget goes on; its steps so far are those it would have taken).
+STOPPING = ("max_steps", "max_minutes")
+
+
 def _load_resume(path: Path, cfg: TrainConfig, device: torch.device) -> dict:
-    """The resume checkpoint at ``path``, checked against ``cfg`` (one-line errors)."""
+    """The resume checkpoint at ``path``, checked against ``cfg`` (one-line errors): every
+    setting but those of ``STOPPING`` must be the one the file was written with."""
     ck = load_checkpoint(path, RESUME_FIX, map_location=device)
     require_keys(ck, ("model", "opt", "state", "log", "good", "cfg"), path, RESUME_FIX)
     # a setting added since the file was written counts as its default
-    if {**asdict(TrainConfig()), **ck["cfg"]} != asdict(cfg):
+    written = {**asdict(TrainConfig()), **ck["cfg"], **{k: getattr(cfg, k) for k in STOPPING}}
+    if written != asdict(cfg):
         raise ValueError(
             f"{path} was written with another configuration; {RESUME_FIX}, or restore the "
             "settings it was written with"
