@@ -71,9 +71,14 @@ def add_noise(x: np.ndarray, sigma: float, rng_seed: int) -> np.ndarray:
         sigma: noise standard deviation on the 0-255 scale.
         rng_seed: seed, usually from :func:`image_seed`.
     """
-    if sigma < 0:
+    return gaussian(x, sigma, np.random.default_rng(rng_seed))
+
+
+def gaussian(x: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """``x + sigma/255 * n``, ``n`` drawn from ``rng`` (float64 sums, float32 out, not
+    clipped): the one noise formula of training and evaluation (:mod:`groupsc.physics`)."""
+    if not sigma >= 0:
         raise ValueError(f"sigma must be >= 0, got {sigma}")
-    rng = np.random.default_rng(rng_seed)
     noise = rng.standard_normal(x.shape, dtype=np.float64) * (sigma / 255.0)
     return (x.astype(np.float64) + noise).astype(np.float32)
 
@@ -123,19 +128,15 @@ def bayer(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def degrade(
     x: np.ndarray, task: str, level: float, *, dataset: str, image: str, seed: int = 0
 ) -> np.ndarray:
-    """Apply the degradation of ``task`` at ``level`` (sigma, JPEG quality; none for demosaic).
+    """The degraded image of ``task`` at ``level`` (sigma, JPEG quality; none for demosaic):
+    ``groupsc.physics.observe(...).y``, the harness's seeded observation without what travels
+    with it (for ``demosaic`` the mask, :func:`bayer_mask` of its shape).
 
     ``level`` is checked by :func:`validate_level` (a bad one raises a one-line ``ValueError``).
-
-    Returns the observation fed to a method (for ``demosaic``, the masked RGB image; the mask is
-    :func:`bayer_mask` of its shape).
     """
-    level = validate_level(task, level)
-    if task in NOISE_TASKS:
-        return add_noise(x, level, image_seed(dataset, image, level, seed))
-    if task == "jpeg":
-        return jpeg(x, level)
-    return bayer(x)[0]
+    from groupsc.physics import observe
+
+    return observe(x, task, level, dataset=dataset, image=image, seed=seed).y
 
 
 def task_mode(task: str) -> str:

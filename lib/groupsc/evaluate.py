@@ -35,10 +35,11 @@ from tqdm.auto import tqdm
 
 from groupsc.cli import positive_int
 from groupsc.data import get_dataset, image_paths, load_image, quantize
-from groupsc.degradations import degrade, task_mode, validate_level
+from groupsc.degradations import task_mode, validate_level
 from groupsc.methods import get_method, method_info
 from groupsc.metrics import psnr, psnrb, ssim
 from groupsc.paths import DataMissingError, results_dir
+from groupsc.physics import observe
 
 
 @dataclass
@@ -214,7 +215,7 @@ def _run_images(restore, paths, desc, task, dataset, level, seed, partial, progr
     rows = []
     for path in tqdm(paths, desc=desc, disable=not progress):
         clean = load_image(path, mode)
-        obs = degrade(clean, task, level, dataset=dataset, image=path.stem, seed=seed)
+        obs = observe(clean, task, level, dataset=dataset, image=path.stem, seed=seed)
         t0 = time.perf_counter()
         try:
             est = restore(obs)

@@ -191,11 +191,17 @@ def restore_pixels(
     """``model`` applied to ``pixels`` (float in [0, 1], gray or RGB), converted as it needs
     (module docstring), in tiles; returns the estimate (the input's shape) and notes."""
     from groupsc.data import rgb_to_y
+    from groupsc.physics import Observation
     from groupsc.tiles import restore_tiled
+
+    def restore(y: np.ndarray) -> np.ndarray:  # what the model may know travels with y
+        sigma = None if model.task == "jpeg" or model.info.key in BLIND else model.level
+        quality = int(model.level) if model.task == "jpeg" else None
+        return model.restore(Observation(y, model.task, sigma=sigma, quality=quality))
 
     def run(y: np.ndarray, desc: str) -> np.ndarray:
         y = np.ascontiguousarray(y, dtype=np.float32)
-        return restore_tiled(model.restore, y, tile, margin, progress, desc)
+        return restore_tiled(restore, y, tile, margin, progress, desc)
 
     name = model.info.key
     if pixels.ndim == 3 and model.task == "jpeg":

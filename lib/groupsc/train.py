@@ -39,8 +39,8 @@ from tqdm.auto import tqdm
 
 from groupsc.checkpoint import load_checkpoint, require_keys
 from groupsc.data import load_dataset
-from groupsc.degradations import jpeg
 from groupsc.models import count_parameters
+from groupsc.physics import operator
 
 
 @dataclass
@@ -83,11 +83,9 @@ def _augment(img: np.ndarray, rng: np.random.Generator, crop: int) -> np.ndarray
 
 
 def _degrade(c: np.ndarray, task: str, level: float, rng: np.random.Generator) -> np.ndarray:
-    """The training observation of a clean crop: JPEG at quality ``level``, else Gaussian noise
-    of sigma ``level`` (on 0-255) drawn from ``rng``."""
-    if task == "jpeg":
-        return jpeg(c, int(level))
-    return c + rng.standard_normal(c.shape).astype(np.float32) * (level / 255.0)
+    """The training observation of a clean crop: the task's operator (the harness's, see
+    :mod:`groupsc.physics`) with the batch's generator."""
+    return operator(task, level).observe(c, rng).y
 
 
 def _to_tensor(a: list[np.ndarray]) -> torch.Tensor:

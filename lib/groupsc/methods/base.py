@@ -1,4 +1,10 @@
-"""What every method shares: its description and the numpy <-> torch wrapper."""
+"""What every method shares: its description and the numpy <-> torch wrapper.
+
+A restorer is called with the observation of the task's measurement operator
+(:class:`groupsc.physics.Observation`: the degraded image and what the method may know, the
+noise level of a non-blind task, the mask of a mosaic), or with the bare image array; either
+way it returns the estimate as a float array of the image's shape.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-Restorer = Callable[[np.ndarray], np.ndarray]
+from groupsc.physics import Observation
+
+Restorer = Callable[["Observation | np.ndarray"], np.ndarray]
 Builder = Callable[[str, float], Restorer]  # (task, level) -> restorer
 
 DENOISE = ("gray_denoise",)
@@ -28,13 +36,19 @@ class MethodInfo:
     published_names: tuple[str, ...] = field(default_factory=tuple)  # names in the papers
 
 
+def image(obs: Observation | np.ndarray) -> np.ndarray:
+    """The degraded image of an observation (an array is its own)."""
+    return obs.y if isinstance(obs, Observation) else obs
+
+
 class TorchRestorer:
     """Wrap an image-to-image ``nn.Module`` taking ``(1, C, H, W)`` into a numpy restorer."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.model = model.eval()
 
-    def __call__(self, y: np.ndarray) -> np.ndarray:
+    def __call__(self, obs: Observation | np.ndarray) -> np.ndarray:
+        y = image(obs)
         t = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
         t = t[None, None] if y.ndim == 2 else t.permute(2, 0, 1)[None]
         with torch.inference_mode():

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from groupsc.methods.base import COLOR, DENOISE, Builder, MethodInfo, Restorer, TorchRestorer
+from groupsc.methods.base import (
+    COLOR,
+    DENOISE,
+    Builder,
+    MethodInfo,
+    Restorer,
+    TorchRestorer,
+    image,
+)
 
 
 def _dncnn_s(task: str, level: float) -> Restorer:
@@ -44,7 +52,8 @@ def _bm3d(task: str, level: float) -> Restorer:
 
     sigma = float(level) / 255.0
 
-    def run(y: np.ndarray) -> np.ndarray:
+    def run(obs) -> np.ndarray:
+        y = image(obs)
         if min(y.shape[:2]) < BM3D_MIN_SIZE:
             raise ValueError(
                 f"image {y.shape[:2]} is too small for BM3D (at least {BM3D_MIN_SIZE} x "
@@ -67,7 +76,8 @@ def _nlm(task: str, level: float) -> Restorer:
     sigma = float(level) / 255.0
     s = NLM_SETTINGS
 
-    def run(y: np.ndarray) -> np.ndarray:
+    def run(obs) -> np.ndarray:
+        y = image(obs)
         out = denoise_nl_means(
             y.astype(np.float64),
             h=s["h_over_sigma"] * sigma,
@@ -83,7 +93,7 @@ def _nlm(task: str, level: float) -> Restorer:
 
 
 def _identity(task: str, level: float) -> Restorer:
-    return lambda y: y
+    return image
 
 
 _RELEASED = "authors' release, run here; no training by us"
