@@ -27,8 +27,9 @@ def sweep(run: str, n_images: int, scales: list[float]) -> None:
     images = []
     for path in image_paths("BSD68")[:n_images]:
         clean = load_image(path, "gray")
-        images.append((clean, degrade(clean, "gray_denoise", sigma, dataset="BSD68",
-                                      image=path.stem, seed=0)))
+        images.append(
+            (clean, degrade(clean, "gray_denoise", sigma, dataset="BSD68", image=path.stem, seed=0))
+        )
     for scale in scales:
         model.kappa.data.copy_(kappa * scale)
         scores = []
@@ -37,11 +38,15 @@ def sweep(run: str, n_images: int, scales: list[float]) -> None:
                 est = model(torch.as_tensor(obs).float()[None, None])[0, 0].numpy()
                 scores.append(psnr(quantize(est), clean))
                 if i == 0:
-                    mass = neighbour_mass(model.encode(
-                        torch.as_tensor(obs).float()[None, None, :56, :56]).sim)
-        print(f"{run} kappa x{scale:g} (mean {kappa.mean().item() * scale:.3f}): "
-              f"PSNR {sum(scores) / len(scores):.3f} dB on {len(scores)} BSD68 images, "
-              f"neighbour mass {mass:.2f}", flush=True)
+                    mass = neighbour_mass(
+                        model.encode(torch.as_tensor(obs).float()[None, None, :56, :56]).sim
+                    )
+        print(
+            f"{run} kappa x{scale:g} (mean {kappa.mean().item() * scale:.3f}): "
+            f"PSNR {sum(scores) / len(scores):.3f} dB on {len(scores)} BSD68 images, "
+            f"neighbour mass {mass:.2f}",
+            flush=True,
+        )
 
 
 def main() -> None:
