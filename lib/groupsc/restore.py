@@ -13,8 +13,8 @@ From Python::
     model = load_model("groupsc-knn", sigma=25)   # model.restore: (H, W) float -> (H, W) float
     print(model.describe())
 
-The noise level ``sigma`` is on the 0-255 scale whatever the file's bit depth (``auto``:
-scikit-image's ``estimate_sigma`` on the image); ``quality`` is the JPEG quality the input was
+The noise level ``sigma`` is on the 0-255 scale whatever the file's bit depth (``auto``: the
+paper's estimator, :mod:`groupsc.noise_level`); ``quality`` is the JPEG quality the input was
 saved with, 1..100. Files are read by :func:`groupsc.data.read_image` (8/16-bit PNG and TIFF,
 JPEG, gray or RGB) and written at the input's bit depth (:mod:`groupsc.imagefiles`). A gray
 model restores each channel of a color image; a JPEG model the luma (MATLAB's ``rgb2ycbcr`` Y,
@@ -101,11 +101,11 @@ def choose_task(info: MethodInfo, quality: int | None, color: bool) -> str:
 
 
 def estimate_sigma(pixels: np.ndarray) -> float:
-    """scikit-image's wavelet estimate of the noise sigma, on the 0-255 scale."""
-    from skimage.restoration import estimate_sigma as skimage_sigma
+    """The noise sigma on the 0-255 scale, by the paper's estimator (Liu et al. 2013 on weakly
+    textured patches, :mod:`groupsc.noise_level`)."""
+    from groupsc.noise_level import estimate_noise_level
 
-    axis = -1 if pixels.ndim == 3 else None
-    return 255.0 * float(skimage_sigma(pixels, channel_axis=axis, average_sigmas=True))
+    return estimate_noise_level(pixels)
 
 
 def choose_level(info: MethodInfo, task: str, level, estimated: bool, notes: list[str]) -> float:
@@ -344,7 +344,9 @@ def restore_file(args: argparse.Namespace) -> str:
     sigma, estimated = args.sigma, args.sigma == "auto"
     if estimated:
         sigma = estimate_sigma(pixels)
-        print(f"estimated sigma: {sigma:.2f} (scikit-image estimate_sigma)", file=sys.stderr)
+        print(
+            f"estimated sigma: {sigma:.2f} (Liu et al. 2013, weak-texture patches)", file=sys.stderr
+        )
     model = load_model(args.model, sigma, args.quality, pixels.ndim == 3, estimated)
     start = time.perf_counter()
     est, notes = restore_pixels(model, pixels, args.tile, args.margin, not args.no_progress)
