@@ -96,6 +96,16 @@ def budget_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def mass_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
+    """How open the groups are: ``results/neighbour_mass.csv`` (the ``neighbour_mass``
+    stage) as a table."""
+    path = results_dir() / "neighbour_mass.csv"
+    if not path.exists():
+        return "Not measured yet (`dvc repro neighbour_mass`).\n"
+    mass = pd.read_csv(path).astype(str).set_index("run")
+    return markdown(mass)
+
+
 TABLES: dict[str, Callable[[pd.DataFrame, pd.DataFrame], str]] = {
     "gray": gray_table,
     "grouping": grouping_table,
@@ -103,6 +113,7 @@ TABLES: dict[str, Callable[[pd.DataFrame, pd.DataFrame], str]] = {
     "color": color_table,
     "demosaic": demosaic_table,
     "budgets": budget_table,
+    "mass": mass_table,
 }
 
 
