@@ -65,9 +65,9 @@ def _sims_seen_by_step(model: SparseCoding, y: torch.Tensor) -> list:
     seen = []
     original = model._prox
 
-    def spy(b, k, sim, n_img):
+    def spy(b, lam, k, sim, n_img):
         seen.append(sim)
-        return original(b, k, sim, n_img)
+        return original(b, lam, k, sim, n_img)
 
     model._prox = spy
     with torch.no_grad():

@@ -222,14 +222,24 @@ def model_record(kind: str, config: dict, model: torch.nn.Module) -> dict:
 
 
 def resample_steps(lam: torch.Tensor, steps: int) -> torch.Tensor:
-    """Per-step thresholds ``(K, atoms)`` of a trained model for a model with ``steps`` steps.
+    """Per-step thresholds ``(..., K, atoms)`` of a trained model for a model with ``steps``
+    steps.
 
     Step ``j`` takes the parent's step ``round(j (K - 1) / (steps - 1))``: the first and the
     last thresholds are kept and the schedule in between is sampled evenly (24 -> 12 steps:
     0, 2, ..., 10, 13, ..., 21, 23).
     """
-    idx = torch.linspace(0, lam.shape[0] - 1, steps).round().long()
-    return lam[idx].clone()
+    idx = torch.linspace(0, lam.shape[-2] - 1, steps).round().long()
+    return lam[..., idx, :].clone()
+
+
+def per_bin(lam: torch.Tensor, ck: dict, bins: tuple[float, ...]) -> torch.Tensor:
+    """A non-blind parent's thresholds ``(K, atoms)`` for each noise bin of a blind model,
+    scaled by ``bin / sigma_parent`` (soft-threshold denoisers' thresholds grow about
+    linearly with the noise): ``(bins, K, atoms)``."""
+    sigma = float(ck["train_config"]["levels"][0])
+    scale = torch.tensor(bins, dtype=lam.dtype) / sigma
+    return scale[:, None, None] * lam[None]
 
 
 def _clamps_thresholds(ck: dict) -> bool:
@@ -252,12 +262,15 @@ def _initializer(run: dict, init_cfg: dict, cfg):
                 f"`git checkout -- checkpoints/{parent}/model.pt`",
             )
             state = ck["model"]
-            if "lam" in state and state["lam"].shape[0] != model.lam.shape[0]:
-                state = {**state, "lam": resample_steps(state["lam"], model.lam.shape[0])}
+            if "lam" in state and state["lam"].shape[-2] != model.steps:
+                state = {**state, "lam": resample_steps(state["lam"], model.steps)}
                 print(
-                    f"thresholds resampled from {ck['model']['lam'].shape[0]} to "
-                    f"{model.lam.shape[0]} unrolled steps"
+                    f"thresholds resampled from {ck['model']['lam'].shape[-2]} to "
+                    f"{model.steps} unrolled steps"
                 )
+            if getattr(model, "noise_bins", None) and state["lam"].dim() == 2:
+                state = {**state, "lam": per_bin(state["lam"], ck, model.noise_bins)}
+                print(f"thresholds scaled to the noise bins {model.noise_bins}")
             missing = model.load_state_dict(state, strict=False)
             with torch.no_grad():  # start the non-local model near the one it comes from
                 if _clamps_thresholds(ck) and getattr(model, "signed_thresholds", False):

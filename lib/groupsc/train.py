@@ -70,6 +70,7 @@ class TrainConfig:
     backtrack: str = "loss"  # "loss" (fixed batch, backtrack_tol) or "train_psnr" (the authors')
     backtrack_drop: float = 0.2  # dB of training-set PSNR that trigger a backtrack (train_psnr)
     check_images: int = 0  # train_psnr: the first N training images (0: all, as the authors)
+    level_per: str = "crop"  # a level drawn per "crop", or per "batch" (blind models' bins)
 
 
 def _augment(img: np.ndarray, rng: np.random.Generator, crop: int) -> np.ndarray:
@@ -95,17 +96,22 @@ def _to_tensor(a: list[np.ndarray]) -> torch.Tensor:
 
 def make_batch(
     images: list[np.ndarray], cfg: TrainConfig, step: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batch ``step``: ``(clean, degraded)``, each ``(B, C, crop, crop)``, from (seed, step)."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Batch ``step``: ``(clean, degraded, levels)``, the images ``(B, C, crop, crop)`` and the
+    level of each ``(B,)``, from (seed, step). A level is drawn per crop, or once per batch
+    (``cfg.level_per``: a blind model's batch shares one threshold set)."""
     rng = np.random.default_rng([cfg.seed, step + 1])  # step -1 is the fixed check batch
-    clean, obs = [], []
+    draw = lambda: float(cfg.levels[int(rng.integers(len(cfg.levels)))])  # noqa: E731
+    shared = draw() if cfg.level_per == "batch" else None
+    clean, obs, levels = [], [], []
     for _ in range(cfg.batch):
         img = images[int(rng.integers(len(images)))]
         c = _augment(img, rng, cfg.crop).astype(np.float32)
-        level = float(cfg.levels[int(rng.integers(len(cfg.levels)))])
+        level = shared if shared is not None else draw()
         clean.append(c)
         obs.append(_degrade(c, cfg.task, level, rng))
-    return _to_tensor(clean), _to_tensor(obs)
+        levels.append(level)
+    return _to_tensor(clean), _to_tensor(obs), torch.tensor(levels)
 
 
 class _Estimate(nn.Module):
@@ -119,11 +125,22 @@ class _Estimate(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, obs: torch.Tensor, levels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if hasattr(self.model, "sums"):
-            num, den = self.model.sums(obs)
+            num, den = self.model.sums(obs, sigma=_batch_sigma(self.model, levels))
             return num / den, den
         return self.model(obs), torch.ones_like(obs)
+
+
+def _batch_sigma(model: nn.Module, levels: torch.Tensor | None) -> float | None:
+    """The noise level a blind model is told in training: its batch's (one per batch)."""
+    if getattr(model, "noise_bins", None) is None or levels is None:
+        return None
+    if not bool((levels == levels[0]).all()):
+        raise ValueError("a blind model trains on batches of one level: set level_per: batch")
+    return float(levels[0])
 
 
 LOSSES = ("l2", "l1", "sum_l2")
@@ -144,9 +161,15 @@ def batch_loss(est: torch.Tensor, weight: torch.Tensor, clean: torch.Tensor, kin
     return (weight * err).sum() / weight.sum()
 
 
-def loss_fn(model: nn.Module, clean: torch.Tensor, obs: torch.Tensor, kind: str) -> torch.Tensor:
+def loss_fn(
+    model: nn.Module,
+    clean: torch.Tensor,
+    obs: torch.Tensor,
+    levels: torch.Tensor | None = None,
+    kind: str = "l2",
+) -> torch.Tensor:
     """The training loss of ``model`` on one batch (see :func:`batch_loss`)."""
-    est, weight = _Estimate(model)(obs)
+    est, weight = _Estimate(model)(obs, levels)
     return batch_loss(est, weight, clean, kind)
 
 
@@ -165,8 +188,11 @@ def training_psnr(
         for i in range(rank, len(subset), world):
             rng = np.random.default_rng([cfg.seed, 10**6 + i])
             c = subset[i].astype(np.float32)
-            o = _degrade(c, cfg.task, float(cfg.levels[0]), rng)
-            est = model(_to_tensor([o]).to(device)).clamp(0, 1).cpu().double()
+            level = float(cfg.levels[0])
+            o = _to_tensor([_degrade(c, cfg.task, level, rng)]).to(device)
+            sigma = _batch_sigma(model, torch.tensor([level]))
+            est = (model(o, sigma=sigma) if sigma is not None else model(o)).clamp(0, 1)
+            est = est.cpu().double()
             mse = (est - _to_tensor([c]).double()).square().mean()
             total += torch.tensor([float(-10 * torch.log10(mse)), 1.0], dtype=torch.float64)
     if dist_ctx:
@@ -387,11 +413,12 @@ class _Run:
         for g in self.opt.param_groups:
             g["lr"] = self.lr_at(step) * g.get("lr_scale", 1.0)
         self.model.train()
-        clean, obs = make_batch(self.images, self.cfg, step)
+        clean, obs, levels = make_batch(self.images, self.cfg, step)
         if self.dist is not None:  # this process's share of the global batch
-            clean, obs = (t[self.dist.rank :: self.dist.world] for t in (clean, obs))
+            share = slice(self.dist.rank, None, self.dist.world)
+            clean, obs, levels = clean[share], obs[share], levels[share]
         clean, obs = clean.to(self.device), obs.to(self.device)
-        loss = batch_loss(*self.net(obs), clean, self.cfg.loss)
+        loss = batch_loss(*self.net(obs, levels), clean, self.cfg.loss)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -417,7 +444,7 @@ class _Run:
         cfg, state = self.cfg, self.state
         self.model.eval()
         with torch.no_grad():
-            check = float(loss_fn(self.model, *self.check_batch, cfg.loss))
+            check = float(loss_fn(self.model, *self.check_batch, kind=cfg.loss))
         if self.dist is not None:
             check = self.dist.mean(check)
         entry["check_loss"] = check
@@ -517,6 +544,8 @@ def train(
         raise ValueError(f"unknown loss {cfg.loss!r}; use one of {LOSSES}")
     if cfg.backtrack not in ("loss", "train_psnr"):
         raise ValueError(f"unknown backtrack {cfg.backtrack!r}; use loss or train_psnr")
+    if cfg.level_per not in ("crop", "batch"):
+        raise ValueError(f"unknown level_per {cfg.level_per!r}; use crop or batch")
     torch.set_num_threads(cfg.threads)
     device = _device(device)
     dist_ctx = DistContext.from_env(device)

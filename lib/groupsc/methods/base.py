@@ -55,3 +55,25 @@ class TorchRestorer:
             out = self.model(t)[0]
         out = out[0] if y.ndim == 2 else out.permute(1, 2, 0)
         return out.numpy()
+
+
+class BlindRestorer(TorchRestorer):
+    """A model with thresholds per noise level (``model.noise_bins``): it is given the
+    observation's ``sigma`` when the task tells it (non-blind tasks), else the paper's estimate
+    from the noisy image alone (:func:`groupsc.noise_level.estimate_noise_level`, as the paper
+    at inference); ``last_sigma`` keeps the level it used."""
+
+    last_sigma: float | None = None
+
+    def __call__(self, obs: Observation | np.ndarray) -> np.ndarray:
+        from groupsc.noise_level import estimate_noise_level
+
+        y = image(obs)
+        known = obs.sigma if isinstance(obs, Observation) else None
+        self.last_sigma = known if known is not None else estimate_noise_level(y)
+        t = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
+        t = t[None, None] if y.ndim == 2 else t.permute(2, 0, 1)[None]
+        with torch.inference_mode():
+            out = self.model(t, sigma=self.last_sigma)[0]
+        out = out[0] if y.ndim == 2 else out.permute(1, 2, 0)
+        return out.numpy()

@@ -21,7 +21,14 @@ from collections.abc import Callable
 
 import torch
 
-from groupsc.methods.base import DENOISE, Builder, MethodInfo, Restorer, TorchRestorer
+from groupsc.methods.base import (
+    DENOISE,
+    BlindRestorer,
+    Builder,
+    MethodInfo,
+    Restorer,
+    TorchRestorer,
+)
 
 TASK_SHORT = {
     "gray_denoise": "gray",
@@ -127,7 +134,8 @@ def _trained(
 ) -> Builder:
     def build(task: str, level: float) -> Restorer:
         model = load_trained(trained_run(kind, task, level))
-        restorer = TorchRestorer(wrap(model) if wrap else model)
+        blind = getattr(model, "noise_bins", None) is not None
+        restorer = (BlindRestorer if blind else TorchRestorer)(wrap(model) if wrap else model)
         restorer.budget, restorer.params = model.budget, model.n_params
         restorer.weights_sha256 = model.weights_sha256
         return restorer

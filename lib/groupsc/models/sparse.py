@@ -28,6 +28,7 @@ Reference settings (paper appendix Table 4, gray denoising): ``p = 9``, 256 atom
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -116,6 +117,11 @@ class SparseCoding(nn.Module):
     - ``signed_thresholds``: the learned thresholds are used as they are (a negative one
       widens instead of shrinking, as in the authors' code), else clamped at 0.
 
+    Blind denoising (paper section 3.4): ``noise_bins``, the noise levels (0-255) of a set of
+    thresholds each, ``(bins, K, atoms)``, over shared dictionaries; a forward pass takes the
+    ``sigma`` of its batch (the true one in training, an estimate at inference) and uses the
+    thresholds of the nearest bin.
+
     Input: ``(N, C, H, W)`` in [0, 1] (noisy or mosaicked); output the same shape.
     """
 
@@ -135,6 +141,7 @@ class SparseCoding(nn.Module):
         dense_window: str = "authors",
         prox_eps: str = "authors",
         signed_thresholds: bool = True,
+        noise_bins: tuple[float, ...] | list[float] | None = None,
     ) -> None:
         super().__init__()
         if prox not in PROXES:
@@ -149,7 +156,9 @@ class SparseCoding(nn.Module):
         self.C = nn.Parameter(init.clone())
         self.D = nn.Parameter(init.clone())
         self.W = nn.Parameter(init.clone())
-        self.lam = nn.Parameter(torch.full((steps, atoms), 0.01))
+        self.noise_bins = tuple(float(b) for b in noise_bins) if noise_bins else None
+        shape = (len(self.noise_bins), steps, atoms) if self.noise_bins else (steps, atoms)
+        self.lam = nn.Parameter(torch.full(shape, 0.01))
         self.patch, self.atoms, self.steps, self.channels = patch, atoms, steps, channels
         self.prox, self.window, self.refresh = prox, window, refresh
         self.block_stride = block_stride
@@ -209,9 +218,27 @@ class SparseCoding(nn.Module):
         (dense, with this model's centring and window): ``(N, C, b, b) -> (N, L, L)``."""
         return self._dense_similarity().start(x, self.kappa)
 
-    def _prox(self, b: torch.Tensor, k: int, sim: torch.Tensor | None, n_img: int) -> torch.Tensor:
-        """Step ``k``'s prox on codes ``b`` ``(atoms, N L)`` (a view of rows), same layout out."""
-        lam = self.lam[k] if self.signed_thresholds else self.lam[k].clamp_min(0)
+    def noise_bin(self, sigma: float | None) -> int | None:
+        """The threshold set of a noise level (0-255): the nearest of ``noise_bins``."""
+        if self.noise_bins is None:
+            return None
+        if sigma is None:
+            raise ValueError(
+                "this blind model needs the noise level of its input (the true one in "
+                "training, an estimate at inference: groupsc.noise_level)"
+            )
+        return min(range(len(self.noise_bins)), key=lambda i: abs(self.noise_bins[i] - sigma))
+
+    def thresholds(self, sigma: float | None = None) -> torch.Tensor:
+        """The thresholds ``(K, atoms)`` used at noise level ``sigma`` (blind models only)."""
+        return self.lam if self.noise_bins is None else self.lam[self.noise_bin(sigma)]
+
+    def _prox(
+        self, b: torch.Tensor, lam: torch.Tensor, k: int, sim: torch.Tensor | None, n_img: int
+    ) -> torch.Tensor:
+        """Step ``k``'s prox with thresholds ``lam`` ``(atoms,)`` on codes ``b`` ``(atoms, N L)``
+        (a view of rows), same layout out."""
+        lam = lam if self.signed_thresholds else lam.clamp_min(0)
         lam = lam[:, None]  # (n, 1)
         added = PX.AUTHORS_EPS if self.prox_eps == "authors" else None
         if self.prox == "soft":
@@ -232,12 +259,16 @@ class SparseCoding(nn.Module):
             out = PX.CSR(lam, self.gamma[k].clamp_min(0), beta).prox(bb)
         return out.transpose(1, 2).reshape(-1, n).t()  # back to rows, seen as (n, N L)
 
-    def encode(self, y: torch.Tensor, mask: torch.Tensor | None = None) -> Encoding:
+    def encode(
+        self, y: torch.Tensor, mask: torch.Tensor | None = None, sigma: float | None = None
+    ) -> Encoding:
         """Run the K unrolled steps on one block (Algorithm 1); see :class:`Encoding`.
 
         ``y``: ``(N, C, h, w)`` with ``h, w <= window`` for non-local models.
         ``mask``: optional ``(N, C, h, w)`` measurement mask (1 = observed).
+        ``sigma``: the batch's noise level, read by blind models only (:meth:`thresholds`).
         """
+        lam = self.thresholds(sigma)
         n_img, size = y.shape[0], tuple(y.shape[-2:])
         yp = P.extract(y, self.patch)  # (N, m, L)
         if mask is not None:
@@ -269,7 +300,7 @@ class SparseCoding(nn.Module):
             if mflat is not None:
                 resid = resid * mflat
             b = torch.addmm(enc.alpha.t(), resid, self.C).t()  # (atoms, N L) view of rows
-            enc.alpha = self._prox(b, k, enc.sim, n_img)
+            enc.alpha = self._prox(b, lam[k], k, enc.sim, n_img)
         return enc
 
     def decode_sums(self, enc: Encoding) -> P.Sums:
@@ -283,15 +314,22 @@ class SparseCoding(nn.Module):
         num, den = self.decode_sums(enc)
         return num / den
 
-    def sums(self, y: torch.Tensor, mask: torch.Tensor | None = None) -> P.Sums:
+    def sums(
+        self, y: torch.Tensor, mask: torch.Tensor | None = None, sigma: float | None = None
+    ) -> P.Sums:
         """Restore one block: the (sum, count) of its patch estimates, see :func:`P.fold_sums`."""
-        return self.decode_sums(self.encode(y, mask))
+        return self.decode_sums(self.encode(y, mask, sigma))
 
-    def forward(self, y: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Restore ``(N, C, H, W)``; images larger than the window go block by block."""
+    def forward(
+        self, y: torch.Tensor, mask: torch.Tensor | None = None, sigma: float | None = None
+    ) -> torch.Tensor:
+        """Restore ``(N, C, H, W)``; images larger than the window go block by block.
+        ``sigma``: the noise level, for blind models (:meth:`thresholds`)."""
         if y.ndim != 4 or y.shape[1] != self.channels:
             raise ValueError(f"expected (N, {self.channels}, H, W) input, got {tuple(y.shape)}")
+        self.noise_bin(sigma)  # a blind model without sigma fails here, before any work
         if self.prox == "soft" or self.knn is not None or max(y.shape[-2:]) <= self.window:
-            num, den = self.sums(y, mask)  # per patch or local: the whole image at once
+            num, den = self.sums(y, mask, sigma)  # per patch or local: the whole image at once
             return num / den
-        return P.blockwise(self.sums, y, self.window, self.block_stride, mask)
+        blocks = functools.partial(self.sums, sigma=sigma)
+        return P.blockwise(blocks, y, self.window, self.block_stride, mask)
