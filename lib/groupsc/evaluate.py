@@ -40,6 +40,7 @@ from groupsc.methods import get_method, method_info
 from groupsc.metrics import psnr, psnrb, ssim
 from groupsc.paths import DataMissingError, results_dir
 from groupsc.physics import observe
+from groupsc.runtime import set_threads
 
 
 @dataclass
@@ -291,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         help="instead: set averages for these noise seeds, to <out-dir>/<key>__seeds.csv",
     )
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     try:
         level = validate_level(args.task, args.level)
         if args.spread_seeds:

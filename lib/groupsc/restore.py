@@ -36,6 +36,7 @@ import numpy as np
 
 from groupsc.methods import METHODS, MethodInfo, get_method, method_info
 from groupsc.methods.trained import ONE_RUN, RUN_PREFIX, TASK_SHORT
+from groupsc.runtime import set_threads
 
 # Methods that need no noise level (blind): the level they are built with is ignored.
 BLIND = ("dncnn-b", "cdncnn-b", "dncnn-3")
@@ -332,15 +333,13 @@ def restore_file(args: argparse.Namespace) -> str:
     """Read, restore and write as ``args`` says; returns the line to print."""
     import time
 
-    import torch
-
     from groupsc.data import read_image
     from groupsc.imagefiles import check_output, write_image
 
     out = check_output(args.output)
     pixels, white = read_image(args.input)
     bits = 16 if white == 65535 else 8
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     sigma, estimated = args.sigma, args.sigma == "auto"
     if estimated:
         sigma = estimate_sigma(pixels)

@@ -71,6 +71,7 @@ import torch
 
 from groupsc.fit import RUN_STAGES, all_runs, load_params
 from groupsc.paths import repo_root
+from groupsc.runtime import set_threads
 
 # dvc.yaml stage group -> params.yaml section of its foreach entries
 EVAL_GROUPS = {
@@ -175,7 +176,7 @@ def _quiet_threads_kept() -> Iterator[None]:
         with contextlib.redirect_stdout(sys.stderr):
             yield
     finally:
-        torch.set_num_threads(threads)
+        set_threads(threads)
 
 
 def rerun_evaluation(stage: Stage, params: dict, images: int) -> pd.DataFrame:
@@ -184,7 +185,7 @@ def rerun_evaluation(stage: Stage, params: dict, images: int) -> pd.DataFrame:
 
     e = stage.entry
     with _quiet_threads_kept():
-        torch.set_num_threads(params["eval"]["threads"])  # as the stage's --threads
+        set_threads(params["eval"]["threads"])  # as the stage's --threads
         table, _ = evaluate(
             e["method"],
             e["task"],

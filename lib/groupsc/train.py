@@ -41,6 +41,7 @@ from groupsc.checkpoint import load_checkpoint, require_keys
 from groupsc.data import load_dataset
 from groupsc.models import count_parameters
 from groupsc.physics import operator
+from groupsc.runtime import set_threads
 
 
 @dataclass
@@ -546,7 +547,7 @@ def train(
         raise ValueError(f"unknown backtrack {cfg.backtrack!r}; use loss or train_psnr")
     if cfg.level_per not in ("crop", "batch"):
         raise ValueError(f"unknown level_per {cfg.level_per!r}; use crop or batch")
-    torch.set_num_threads(cfg.threads)
+    set_threads(cfg.threads)
     device = _device(device)
     dist_ctx = DistContext.from_env(device)
     model.to(device)
