@@ -13,6 +13,7 @@ dataset and level (``-``: not run here).
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from collections.abc import Callable
@@ -20,9 +21,9 @@ from collections.abc import Callable
 import pandas as pd
 
 from groupsc.paths import repo_root, results_dir
-from groupsc.results import comparison, one_published, psnr_table
+from groupsc.results import comparison, level_label, one_published, psnr_table
 
-FILES = ("README.md", "docs/results.md", "docs/training.md")
+FILES = ("README.md", "docs/results.md", "docs/training.md", "docs/costs.md")
 BLOCK = re.compile(
     r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /table:(?P=name) -->)", re.S
 )
@@ -96,6 +97,26 @@ def budget_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def cost_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
+    """CPU time of every evaluation in the summary (seconds per image x images, the threads
+    it ran with in its record) and of every training (``train.json``), in minutes."""
+    rows = summary[(summary.metric == "sec_per_image") & summary.n_images.notna()]
+    rows = rows.assign(minutes=rows.value * rows.n_images.astype(float) / 60)
+    lines = ["| evaluation | images | s/image | minutes |", "|---|---|---|---|"]
+    for r in rows.sort_values(["task", "method", "dataset", "level"]).itertuples():
+        what = f"{r.method}, {r.dataset} {level_label(r.task, r.level)}"
+        lines.append(f"| {what} | {int(r.n_images)} | {r.value:.1f} | {r.minutes:.0f} |")
+    runs = sorted((repo_root() / "checkpoints").glob("*/train.json"))
+    lines += ["", "| training | steps | minutes | threads |", "|---|---|---|---|"]
+    for path in runs:
+        b = json.loads(path.read_text())
+        lines.append(
+            f"| {path.parent.name} | {b['steps']} | {b['train_minutes'] + b['init_minutes']:.0f} "
+            f"| {b['threads']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def mass_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
     """How open the groups are: ``results/neighbour_mass.csv`` (the ``neighbour_mass``
     stage) as a table."""
@@ -114,6 +135,7 @@ TABLES: dict[str, Callable[[pd.DataFrame, pd.DataFrame], str]] = {
     "demosaic": demosaic_table,
     "budgets": budget_table,
     "mass": mass_table,
+    "costs": cost_table,
 }
 
 
