@@ -15,6 +15,9 @@ dncnn-3        DnCNN-3, one gray model for noise, SISR and JPEG             rele
 dcsc-updated   DCSC's updated model (errata), one model for q 10..40        released
 bm3d           BM3D (``bm3d`` package by the BM3D authors), known sigma      released
 nlm            non-local means (scikit-image), known sigma                  released
+bilinear,      classical demosaicking (``colour-demosaicing``): bilinear,    released
+malvar2004,    Malvar et al. 2004, Menon et al. 2007
+menon2007
 sc, csr,       the paper's models trained here (``checkpoints/<key>_<task>_<level>``)   trained
 groupsc,
 groupsc-knn
