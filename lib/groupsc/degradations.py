@@ -38,7 +38,7 @@ def validate_level(task: str, level: float | int | None) -> float | int:
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(TASKS)}")
     if task == "demosaic":
-        if level not in (None, 0):
+        if level is not None and _number(level) != 0:
             raise ValueError(f"demosaic has no level (the Bayer mask is fixed); got {level}")
         return 0.0
     what = "JPEG quality" if task == "jpeg" else "noise sigma (0-255 scale)"
@@ -55,6 +55,14 @@ def validate_level(task: str, level: float | int | None) -> float | int:
             f"noise sigma must be a number in (0, 255] on the 0-255 scale, got {level}"
         )
     return value
+
+
+def _number(level) -> float | None:
+    """``level`` as a number (command lines pass strings), None if it is not one."""
+    try:
+        return float(level)
+    except (TypeError, ValueError):
+        return None
 
 
 def image_seed(dataset: str, image: str, level: float | int, seed: int = 0) -> int:
