@@ -34,11 +34,13 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 
 
 # -- tiles ------------------------------------------------------------------------------------
-def test_tile_cores_cover_the_image_once():
+@pytest.mark.parametrize("align", [1, 2])
+def test_tile_cores_cover_the_image_once(align):
     cover = np.zeros((301, 517), int)
-    for (t, b, l, r), (r0, r1, c0, c1) in tile_boxes(cover.shape, 128, 20):
+    for (t, b, l, r), (r0, r1, c0, c1) in tile_boxes(cover.shape, 128, 21, align):
         assert t <= r0 and b >= r1 and l <= c0 and r >= c1
         assert r1 - r0 >= 100 and c1 - c0 >= 100  # no sliver cores
+        assert t % align == 0 and l % align == 0  # a Bayer mosaic keeps its phase
         cover[r0:r1, c0:c1] += 1
     assert (cover == 1).all()
 
@@ -165,3 +167,21 @@ def test_bad_files_fail_in_one_line_before_any_work(tmp_path):
         done = _run(*files, "--model", "sc", "--sigma", "25")
         assert done.returncode == 2 and message in done.stderr, done.stderr
         assert done.stderr.strip().count("\n") == 0
+
+
+def test_a_raw_mosaic_is_demosaicked_in_tiles_that_keep_the_bayer_phase(have_data):
+    """A one-channel RGGB mosaic in tiles starting on even pixels (odd tile sizes asked)
+    gives the whole-image result of a classical demosaicker."""
+    from groupsc.data import image_paths, load_image
+    from groupsc.degradations import bayer
+
+    x = load_image(image_paths("Kodak24")[0], "rgb")[:90, :110]
+    cfa = bayer(x)[0].sum(axis=2)
+    model = R.load_model("malvar2004")
+    assert model.task == "demosaic" and "RGGB" in model.describe()
+    whole, _ = R.restore_pixels(model, cfa, tile=1000, progress=False)
+    tiled, notes = R.restore_pixels(model, cfa, tile=37, margin=7, progress=False)
+    assert whole.shape == x.shape and "RGGB mosaic" in notes[0]
+    np.testing.assert_allclose(tiled, whole, atol=1e-5)
+    with pytest.raises(R.RestoreError, match="give it as a one-channel image"):
+        R.restore_pixels(model, x, progress=False)

@@ -92,6 +92,8 @@ def choose_task(info: MethodInfo, quality: int | None, color: bool) -> str:
             )
         return "jpeg"
     denoise = [t for t in info.tasks if t.endswith("denoise")]
+    if not denoise and "demosaic" in info.tasks:
+        return "demosaic"
     if not denoise:
         raise RestoreError(f"{info.key} is a JPEG model: give --quality Q (the input's quality)")
     if color:
@@ -114,6 +116,8 @@ def choose_level(info: MethodInfo, task: str, level, estimated: bool, notes: lis
     levels the model has (an ``estimated`` sigma takes the nearest one, saying so)."""
     from groupsc.degradations import validate_level
 
+    if task == "demosaic":
+        return 0.0
     if task == "jpeg" or info.key in BLIND:
         if task != "jpeg" and level is not None and not estimated:
             notes.append(f"{info.key} is blind: the given sigma is not used")
@@ -163,6 +167,8 @@ class Model:
     def describe(self) -> str:
         if self.task == "jpeg":
             level = f"quality {self.level:g}"
+        elif self.task == "demosaic":
+            level = "RGGB"
         else:
             level = "blind" if self.info.key in BLIND else f"sigma {self.level:g}"
         return f"{self.info.name} ({self.info.source}; {self.task}, {level})"
@@ -192,19 +198,30 @@ def restore_pixels(
     """``model`` applied to ``pixels`` (float in [0, 1], gray or RGB), converted as it needs
     (module docstring), in tiles; returns the estimate (the input's shape) and notes."""
     from groupsc.data import rgb_to_y
+    from groupsc.degradations import bayer_mask
     from groupsc.physics import Observation
     from groupsc.tiles import restore_tiled
 
     def restore(y: np.ndarray) -> np.ndarray:  # what the model may know travels with y
-        sigma = None if model.task == "jpeg" or model.info.key in BLIND else model.level
+        if model.task == "demosaic":  # a tile starting on even pixels: the RGGB mask's phase
+            return model.restore(Observation(y, model.task, mask=bayer_mask(y.shape[:2])))
+        blind = model.task == "jpeg" or model.info.key in BLIND
+        sigma = None if blind else model.level
         quality = int(model.level) if model.task == "jpeg" else None
         return model.restore(Observation(y, model.task, sigma=sigma, quality=quality))
 
-    def run(y: np.ndarray, desc: str) -> np.ndarray:
+    def run(y: np.ndarray, desc: str, align: int = 1) -> np.ndarray:
         y = np.ascontiguousarray(y, dtype=np.float32)
-        return restore_tiled(restore, y, tile, margin, progress, desc)
+        return restore_tiled(restore, y, tile, margin, progress, desc, align)
 
     name = model.info.key
+    if model.task == "demosaic":  # a raw RGGB mosaic: tiles start on even pixels
+        if pixels.ndim == 3:
+            raise RestoreError(
+                f"{name} demosaicks a raw Bayer mosaic (RGGB): give it as a one-channel image"
+            )
+        mosaic = pixels[..., None] * bayer_mask(pixels.shape)
+        return run(mosaic, name, align=2), [f"{name}: the input read as an RGGB mosaic"]
     if pixels.ndim == 3 and model.task == "jpeg":
         luma = rgb_to_y(pixels)
         delta = run(luma, f"{name} Y") - luma
@@ -246,12 +263,14 @@ def _measured_psnr(summary, info: MethodInfo, task: str, level: float | None) ->
     """The harness's PSNR of ``info`` on BSD68 (gray) or CBSD68 (color) at ``level`` (25 for
     level-free models), or Classic5 at quality ``level`` for JPEG."""
     dataset = {"jpeg": "Classic5", "gray_denoise": "BSD68"}.get(task, "CBSD68")
-    at = 10.0 if task == "jpeg" and level is None else (25.0 if level is None else level)
+    default = {"jpeg": 10.0, "demosaic": 0.0}.get(task, 25.0)
+    at = default if level is None else level
     rows = summary[
         (summary.method == info.name) & (summary.source != "published") & (summary.task == task)
         & (summary.dataset == dataset) & (summary.level == at) & (summary.metric == "psnr")
     ]  # fmt: skip
-    return f"{dataset} {at:g}: {rows.value.iloc[0]:.2f}" if len(rows) else "-"
+    where = dataset if task == "demosaic" else f"{dataset} {at:g}"
+    return f"{where}: {rows.value.iloc[0]:.2f}" if len(rows) else "-"
 
 
 def _listed_tasks(info: MethodInfo) -> list[str]:

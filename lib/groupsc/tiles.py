@@ -17,17 +17,23 @@ from tqdm.auto import tqdm
 Restore = Callable[[np.ndarray], np.ndarray]
 
 
-def _cuts(size: int, tile: int) -> list[int]:
-    """Edges of ``ceil(size / tile)`` cores of nearly equal length (none is a sliver)."""
+def _cuts(size: int, tile: int, align: int = 1) -> list[int]:
+    """Edges of ``ceil(size / tile)`` cores of nearly equal length (none is a sliver), inner
+    edges on multiples of ``align``."""
     n = -(-size // tile)
-    return [round(i * size / n) for i in range(n + 1)]
+    inner = [align * round(i * size / n / align) for i in range(1, n)]
+    return sorted({0, *(e for e in inner if 0 < e < size), size})
 
 
-def tile_boxes(shape: tuple[int, int], tile: int, margin: int) -> Iterator[tuple[tuple, tuple]]:
+def tile_boxes(
+    shape: tuple[int, int], tile: int, margin: int, align: int = 1
+) -> Iterator[tuple[tuple, tuple]]:
     """Per tile, row-major: the window read ``(top, bottom, left, right)`` and the core kept
-    ``(r0, r1, c0, c1)``, both in image coordinates; the cores cover the image once."""
+    ``(r0, r1, c0, c1)``, both in image coordinates; the cores cover the image once. With
+    ``align`` (2 for a Bayer mosaic) every window starts on a multiple of it."""
     h, w = shape
-    rows, cols = _cuts(h, tile), _cuts(w, tile)
+    margin = align * -(-margin // align)
+    rows, cols = _cuts(h, tile, align), _cuts(w, tile, align)
     for r0, r1 in zip(rows[:-1], rows[1:], strict=True):
         for c0, c1 in zip(cols[:-1], cols[1:], strict=True):
             top, left = max(r0 - margin, 0), max(c0 - margin, 0)
@@ -41,8 +47,10 @@ def restore_tiled(
     margin: int = 32,
     progress: bool = True,
     desc: str = "tiles",
+    align: int = 1,
 ) -> np.ndarray:
-    """``restore`` applied to ``y`` ``(H, W)`` or ``(H, W, C)`` in tiles (module docstring).
+    """``restore`` applied to ``y`` ``(H, W)`` or ``(H, W, C)`` in tiles (module docstring);
+    ``align``: see :func:`tile_boxes`.
 
     An image that fits in one tile (with its margin) is restored whole.
     """
@@ -52,7 +60,7 @@ def restore_tiled(
     if h <= tile + 2 * margin and w <= tile + 2 * margin:
         return restore(y)
     out = np.empty_like(y, dtype=np.float32)
-    boxes = list(tile_boxes((h, w), tile, margin))
+    boxes = list(tile_boxes((h, w), tile, margin, align))
     for (t, b, l, r), (r0, r1, c0, c1) in tqdm(boxes, desc=desc, disable=not progress):
         est = restore(np.ascontiguousarray(y[t:b, l:r]))
         out[r0:r1, c0:c1] = est[r0 - t : r1 - t, c0 - l : c1 - l]
