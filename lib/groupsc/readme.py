@@ -141,6 +141,16 @@ def validation_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def speed_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
+    """The ``bench_sparse`` stage (``results/speed/sparse.csv``): the sparse models' seconds
+    per BSD68 image and peak memory, each in its own process on the same images."""
+    path = results_dir() / "speed" / "sparse.csv"
+    if not path.exists():
+        return "Not measured yet (`dvc repro bench_sparse`).\n"
+    speed = pd.read_csv(path)
+    return markdown(speed.astype(str).set_index(speed.columns[0]))
+
+
 def mass_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
     """How open the groups are: ``results/neighbour_mass.csv`` (the ``neighbour_mass``
     stage) as a table."""
@@ -161,6 +171,7 @@ TABLES: dict[str, Callable[[pd.DataFrame, pd.DataFrame], str]] = {
     "mass": mass_table,
     "costs": cost_table,
     "validation": validation_table,
+    "speed": speed_table,
 }
 
 
