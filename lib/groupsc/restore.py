@@ -304,7 +304,8 @@ def model_cards():
                     run = trained_run(key, task, 25.0 if level is None else level)
                     ck = repo_root() / "checkpoints" / run / "model.pt"
                     net = load_trained(run) if ck.is_file() else None
-                    row |= {"params": net.n_params if net else "?", "sha256": _sha256(ck),
+                    sha = net.weights_sha256 if net else "(not trained)"  # hashed on loading
+                    row |= {"params": net.n_params if net else "?", "sha256": sha,
                             "budget": net.budget if net else f"not trained: {run}"}  # fmt: skip
                 else:
                     weights = _released_weights(key, level)
