@@ -33,7 +33,7 @@ def report(run: str, images) -> str:
     cfg = TrainConfig(**{**model.train_config, "batch": 8})
     g_kappa, g_lam, mass = [], [], []
     for step in range(4):
-        clean, obs, levels = make_batch(images, cfg, step)
+        clean, obs, levels, _ = make_batch(images, cfg, step)
         model.zero_grad()
         loss_fn(model, clean, obs, levels).backward()
         g_kappa.append(model.kappa.grad.abs().mean().item())

@@ -41,7 +41,7 @@ def test_blind_training_batches_share_a_level_and_train_that_bin_only():
     cfg = TrainConfig(task="color_denoise", mode="rgb", levels=[5, 15, 25], batch=4, crop=16,
                       level_per="batch")  # fmt: skip
     model = _blind()
-    clean, obs, levels = make_batch(images, cfg, 3)
+    clean, obs, levels, _ = make_batch(images, cfg, 3)
     assert (levels == levels[0]).all()
     est, _ = _Estimate(model)(obs, levels)
     ((est - clean) ** 2).mean().backward()

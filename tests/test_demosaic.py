@@ -36,3 +36,32 @@ def test_the_methods_rank_as_in_the_literature(have_data):
 def test_a_gray_image_is_refused():
     with pytest.raises(ValueError, match="takes an RGB mosaic"):
         get_method("bilinear", "demosaic", 0)(np.zeros((8, 8), np.float32))
+
+
+def test_a_sparse_model_trains_and_restores_with_the_bayer_mask():
+    """Training batches of the mosaic task carry the operator's mask to the model (the LISTA
+    residual is masked), and the harness's restorer passes it on at inference."""
+    import torch
+
+    from groupsc.methods import TorchRestorer
+    from groupsc.models.sparse import SparseCoding
+    from groupsc.train import TrainConfig, loss_fn, make_batch
+
+    rng = np.random.default_rng(0)
+    images = [rng.random((32, 32, 3), dtype=np.float32) for _ in range(3)]
+    cfg = TrainConfig(task="demosaic", mode="rgb", levels=[0], batch=2, crop=16)
+    batch = make_batch(images, cfg, 0)
+    assert batch.mask.shape == batch.obs.shape == (2, 3, 16, 16)
+    torch.testing.assert_close(batch.obs, batch.clean * batch.mask)
+    model = SparseCoding(patch=5, atoms=16, steps=3, channels=3)
+    seen = []
+    sums = model.sums
+    model.sums = lambda y, mask=None, sigma=None: seen.append(mask) or sums(y, mask, sigma)
+    loss_fn(model, batch.clean, batch.obs, batch.levels, batch.mask).backward()
+    assert seen[0] is batch.mask and torch.isfinite(model.C.grad).all()
+    x = rng.random((20, 20, 3), dtype=np.float32)
+    obs = PH.operator("demosaic", None).observe(x)
+    forward, masks = model.forward, []
+    model.forward = lambda y, mask=None, sigma=None: masks.append(mask) or forward(y, mask)
+    TorchRestorer(model)(obs)
+    torch.testing.assert_close(masks[0][0].permute(1, 2, 0), torch.from_numpy(obs.mask))

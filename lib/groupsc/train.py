@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -84,10 +85,14 @@ def _augment(img: np.ndarray, rng: np.random.Generator, crop: int) -> np.ndarray
     return np.ascontiguousarray(c)
 
 
-def _degrade(c: np.ndarray, task: str, level: float, rng: np.random.Generator) -> np.ndarray:
+def _observe(c: np.ndarray, task: str, level: float, rng: np.random.Generator):
     """The training observation of a clean crop: the task's operator (the harness's, see
     :mod:`groupsc.physics`) with the batch's generator."""
-    return operator(task, level).observe(c, rng).y
+    return operator(task, level).observe(c, rng)
+
+
+def _degrade(c: np.ndarray, task: str, level: float, rng: np.random.Generator) -> np.ndarray:
+    return _observe(c, task, level, rng).y
 
 
 def _to_tensor(a: list[np.ndarray]) -> torch.Tensor:
@@ -95,24 +100,41 @@ def _to_tensor(a: list[np.ndarray]) -> torch.Tensor:
     return t[:, None] if t.ndim == 3 else t.permute(0, 3, 1, 2)
 
 
-def make_batch(
-    images: list[np.ndarray], cfg: TrainConfig, step: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Batch ``step``: ``(clean, degraded, levels)``, the images ``(B, C, crop, crop)`` and the
-    level of each ``(B,)``, from (seed, step). A level is drawn per crop, or once per batch
-    (``cfg.level_per``: a blind model's batch shares one threshold set)."""
+class Batch(NamedTuple):
+    """A training batch: ``clean`` and ``obs`` ``(B, C, crop, crop)``, each crop's ``levels``
+    ``(B,)``, and the operator's ``mask`` ``(B, C, crop, crop)`` where it has one (mosaics)."""
+
+    clean: torch.Tensor
+    obs: torch.Tensor
+    levels: torch.Tensor
+    mask: torch.Tensor | None = None
+
+    def to(self, device) -> Batch:
+        return Batch(*(None if t is None else t.to(device) for t in self))
+
+    def share(self, rank: int, world: int) -> Batch:
+        """This process's share of the batch (crops ``rank``, ``rank + world``, ...)."""
+        return Batch(*(None if t is None else t[rank::world] for t in self))
+
+
+def make_batch(images: list[np.ndarray], cfg: TrainConfig, step: int) -> Batch:
+    """Batch ``step`` (:class:`Batch`), from (seed, step). A level is drawn per crop, or once
+    per batch (``cfg.level_per``: a blind model's batch shares one threshold set)."""
     rng = np.random.default_rng([cfg.seed, step + 1])  # step -1 is the fixed check batch
     draw = lambda: float(cfg.levels[int(rng.integers(len(cfg.levels)))])  # noqa: E731
     shared = draw() if cfg.level_per == "batch" else None
-    clean, obs, levels = [], [], []
+    clean, obs, levels, masks = [], [], [], []
     for _ in range(cfg.batch):
         img = images[int(rng.integers(len(images)))]
         c = _augment(img, rng, cfg.crop).astype(np.float32)
         level = shared if shared is not None else draw()
+        seen = _observe(c, cfg.task, level, rng)
         clean.append(c)
-        obs.append(_degrade(c, cfg.task, level, rng))
+        obs.append(seen.y)
         levels.append(level)
-    return _to_tensor(clean), _to_tensor(obs), torch.tensor(levels)
+        masks.append(seen.mask)
+    mask = None if masks[0] is None else _to_tensor(masks)
+    return Batch(_to_tensor(clean), _to_tensor(obs), torch.tensor(levels), mask)
 
 
 class _Estimate(nn.Module):
@@ -127,10 +149,13 @@ class _Estimate(nn.Module):
         self.model = model
 
     def forward(
-        self, obs: torch.Tensor, levels: torch.Tensor | None = None
+        self,
+        obs: torch.Tensor,
+        levels: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if hasattr(self.model, "sums"):
-            num, den = self.model.sums(obs, sigma=_batch_sigma(self.model, levels))
+            num, den = self.model.sums(obs, mask, sigma=_batch_sigma(self.model, levels))
             return num / den, den
         return self.model(obs), torch.ones_like(obs)
 
@@ -167,10 +192,11 @@ def loss_fn(
     clean: torch.Tensor,
     obs: torch.Tensor,
     levels: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
     kind: str = "l2",
 ) -> torch.Tensor:
     """The training loss of ``model`` on one batch (see :func:`batch_loss`)."""
-    est, weight = _Estimate(model)(obs, levels)
+    est, weight = _Estimate(model)(obs, levels, mask)
     return batch_loss(est, weight, clean, kind)
 
 
@@ -190,9 +216,14 @@ def training_psnr(
             rng = np.random.default_rng([cfg.seed, 10**6 + i])
             c = subset[i].astype(np.float32)
             level = float(cfg.levels[0])
-            o = _to_tensor([_degrade(c, cfg.task, level, rng)]).to(device)
+            seen = _observe(c, cfg.task, level, rng)
+            kwargs = {}
+            if seen.mask is not None:  # a mosaic: the model is told where the samples are
+                kwargs["mask"] = _to_tensor([seen.mask]).to(device)
             sigma = _batch_sigma(model, torch.tensor([level]))
-            est = (model(o, sigma=sigma) if sigma is not None else model(o)).clamp(0, 1)
+            if sigma is not None:
+                kwargs["sigma"] = sigma
+            est = model(_to_tensor([seen.y]).to(device), **kwargs).clamp(0, 1)
             est = est.cpu().double()
             mse = (est - _to_tensor([c]).double()).square().mean()
             total += torch.tensor([float(-10 * torch.log10(mse)), 1.0], dtype=torch.float64)
@@ -393,7 +424,7 @@ class _Run:
             small = count_parameters(self.model) < 10**6
             self.state["init"] = copy.deepcopy(self.model.state_dict()) if small else {}
         if self.cfg.backtrack == "loss":
-            self.check_batch = [t.to(self.device) for t in make_batch(self.images, self.cfg, -1)]
+            self.check_batch = make_batch(self.images, self.cfg, -1).to(self.device)
 
     def _snapshot(self) -> dict:
         """What a backtrack returns to: the weights (and, for train_psnr, the optimizer and
@@ -414,12 +445,12 @@ class _Run:
         for g in self.opt.param_groups:
             g["lr"] = self.lr_at(step) * g.get("lr_scale", 1.0)
         self.model.train()
-        clean, obs, levels = make_batch(self.images, self.cfg, step)
+        batch = make_batch(self.images, self.cfg, step)
         if self.dist is not None:  # this process's share of the global batch
-            share = slice(self.dist.rank, None, self.dist.world)
-            clean, obs, levels = clean[share], obs[share], levels[share]
-        clean, obs = clean.to(self.device), obs.to(self.device)
-        loss = batch_loss(*self.net(obs, levels), clean, self.cfg.loss)
+            batch = batch.share(self.dist.rank, self.dist.world)
+        batch = batch.to(self.device)
+        est = self.net(batch.obs, batch.levels, batch.mask)
+        loss = batch_loss(*est, batch.clean, self.cfg.loss)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()

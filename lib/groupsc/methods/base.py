@@ -36,6 +36,12 @@ class MethodInfo:
     published_names: tuple[str, ...] = field(default_factory=tuple)  # names in the papers
 
 
+def _tensor(a: np.ndarray) -> torch.Tensor:
+    """``(H, W)`` or ``(H, W, C)`` array as a ``(1, C, H, W)`` float32 tensor."""
+    t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+    return t[None, None] if a.ndim == 2 else t.permute(2, 0, 1)[None]
+
+
 def image(obs: Observation | np.ndarray) -> np.ndarray:
     """The degraded image of an observation (an array is its own)."""
     return obs.y if isinstance(obs, Observation) else obs
@@ -49,10 +55,11 @@ class TorchRestorer:
 
     def __call__(self, obs: Observation | np.ndarray) -> np.ndarray:
         y = image(obs)
-        t = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
-        t = t[None, None] if y.ndim == 2 else t.permute(2, 0, 1)[None]
+        kwargs = {}
+        if isinstance(obs, Observation) and obs.mask is not None:  # a mosaic's samples
+            kwargs["mask"] = _tensor(obs.mask)
         with torch.inference_mode():
-            out = self.model(t)[0]
+            out = self.model(_tensor(y), **kwargs)[0]
         out = out[0] if y.ndim == 2 else out.permute(1, 2, 0)
         return out.numpy()
 
@@ -71,9 +78,7 @@ class BlindRestorer(TorchRestorer):
         y = image(obs)
         known = obs.sigma if isinstance(obs, Observation) else None
         self.last_sigma = known if known is not None else estimate_noise_level(y)
-        t = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
-        t = t[None, None] if y.ndim == 2 else t.permute(2, 0, 1)[None]
         with torch.inference_mode():
-            out = self.model(t, sigma=self.last_sigma)[0]
+            out = self.model(_tensor(y), sigma=self.last_sigma)[0]
         out = out[0] if y.ndim == 2 else out.permute(1, 2, 0)
         return out.numpy()
