@@ -8,6 +8,7 @@ take; Ctrl-C during training and evaluation.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import re
 import shutil
@@ -272,8 +273,18 @@ def test_a_text_file_named_png_in_a_dataset_is_named(tmp_path, monkeypatch, caps
 
 # -- Ctrl-C ------------------------------------------------------------------------------------
 def test_ctrl_c_in_training_saves_the_step_reached_and_the_run_resumes(tmp_path, have_data):
-    cfg = TrainConfig(batch=2, crop=24, max_steps=10**6, max_minutes=0.08, save_every=10**6)
-    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    cfg = TrainConfig(batch=2, crop=24, max_steps=10**6, max_minutes=1.0, save_every=10**6)
+    default = signal.getsignal(signal.SIGINT)
+
+    def ctrl_c_once_training_listens() -> None:
+        # the loop's own handler replaces pytest's once the run has started (a fixed delay
+        # raced the start on a loaded machine and killed the xdist worker instead)
+        deadline = time.time() + 120
+        while signal.getsignal(signal.SIGINT) is default and time.time() < deadline:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    timer = threading.Thread(target=ctrl_c_once_training_listens)
     timer.start()
     with pytest.raises(TrainingInterrupted, match="run the same command to resume") as err:
         train(_tiny(), cfg, tmp_path, progress=False)
@@ -281,7 +292,8 @@ def test_ctrl_c_in_training_saves_the_step_reached_and_the_run_resumes(tmp_path,
     resume = torch.load(tmp_path / "resume.pt", weights_only=True)
     step = resume["state"]["step"]
     assert step >= 1 and len(resume["log"]) == step and f"step {step} " in str(err.value)
-    budget = train(_tiny(), cfg, tmp_path, progress=False)  # the same call continues
+    # the same call continues (here to 3 steps more: a resumed run may change its stopping)
+    budget = train(_tiny(), dataclasses.replace(cfg, max_steps=step + 3), tmp_path, progress=False)
     log = (tmp_path / "log.csv").read_text().splitlines()[1:]
     assert [int(r.split(",")[0]) for r in log] == list(range(1, budget["steps"] + 1))
     assert budget["steps"] > step
