@@ -1,5 +1,6 @@
 """The training loop: resumable to the bit, logged, with backtracking."""
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -175,6 +176,13 @@ def test_the_paper_budget_runs_a_few_steps_on_cpu(tmp_path, have_data):
     init = ck["init"]
     assert torch.all(init["lam"] == 0.02)
     assert not torch.equal(ck["model"]["D"], init["D"])
+    # the resolved options beside the checkpoint (KAIR's options file): what params.yaml and
+    # the preset resolved to, enough to read the run without params.yaml
+    record = json.loads((tmp_path / "sc_gray_25" / "train.json").read_text())
+    options = record["settings"]
+    assert record["steps"] == 2 and options["run"] == "sc_gray_25" and options["kind"] == "sc"
+    assert options["train"] == ck["train_config"] and options["model"] == ck["model_config"]
+    assert options["init"]["lam"] == 0.02 and options["train"]["max_steps"] == 2
 
 
 def test_the_authors_loss_sums_squared_errors_weighted_by_patch_counts():

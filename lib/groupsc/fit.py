@@ -210,6 +210,11 @@ def fit(
         progress=progress,
         budget_name=preset,
         device=device,
+        settings={
+            "run": name,
+            "kind": run["kind"],
+            "init": (init_cfg or {}) if start is None else {"start": "weights given to fit"},
+        },
     )
 
 

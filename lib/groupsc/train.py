@@ -389,6 +389,7 @@ class _Run:
     def __init__(self, model, cfg, out, device, dist_ctx, model_config, budget_name) -> None:
         self.model, self.cfg, self.out, self.device = model, cfg, Path(out), device
         self.dist, self.model_config, self.budget_name = dist_ctx, model_config, budget_name
+        self.settings: dict = {}  # what else the run was resolved from (train(settings=...))
         self.rank0 = dist_ctx is None or dist_ctx.rank == 0
         self.last = self.out / "resume.pt"
         self.images = [img for _, img in load_dataset(cfg.dataset, cfg.mode)]
@@ -545,6 +546,9 @@ class _Run:
         if self.rank0:
             init = state.get("init", {})
             _write_outputs(self.out, self.model, cfg, budget, self.log, init, self.model_config)
+            options = {"model": self.model_config, "train": asdict(cfg), **self.settings}
+            record = {**budget, "settings": options}
+            (self.out / "train.json").write_text(json.dumps(record, indent=1) + "\n")
             self.last.unlink(missing_ok=True)
         return budget
 
@@ -561,6 +565,7 @@ def train(
     stop_after: int | None = None,
     device: str | torch.device = "cpu",
     save_seconds: float = 60.0,
+    settings: dict | None = None,
 ) -> dict:
     """Train ``model`` under ``cfg``; resume from ``out/resume.pt`` if present. Returns the budget.
 
@@ -570,6 +575,10 @@ def train(
     where to train (``"cuda"`` on a GPU machine); ``model.pt`` is always written on the CPU.
     The resume file is written every ``save_every`` steps, every ``save_seconds`` seconds and
     at a Ctrl-C (which then raises :class:`TrainingInterrupted` after the current step).
+    A finished run writes ``model.pt``, ``log.csv`` and ``train.json``: the budget and, under
+    ``settings``, the resolved options the run trained with (KAIR's options file: ``model``,
+    ``train`` = every :class:`TrainConfig` field, and the caller's ``settings``, e.g. ``fit``'s
+    run name and initialization).
     Under ``torchrun`` the processes share each batch (:class:`DistContext`).
     """
     if cfg.loss not in LOSSES:
@@ -584,6 +593,7 @@ def train(
     model.to(device)
     Path(out).mkdir(parents=True, exist_ok=True)
     run = _Run(model, cfg, out, device, dist_ctx, model_config or {}, budget_name)
+    run.settings = dict(settings or {})
     run.start(init)
     state = run.state
     bar = tqdm(
@@ -621,8 +631,8 @@ def train(
 def _write_outputs(
     out: Path, model: nn.Module, cfg: TrainConfig, budget: dict, log: list, init: dict, config
 ) -> None:
-    """``model.pt`` (weights, configs, budget, init weights of small models), ``log.csv``
-    (the curve) and ``train.json`` (the budget) of a finished run."""
+    """``model.pt`` (weights, configs, budget, init weights of small models) and ``log.csv``
+    (the curve) of a finished run."""
     torch.save(
         {
             "model": _cpu(model.state_dict()),
@@ -640,7 +650,6 @@ def _write_outputs(
         f.write(",".join(keys) + "\n")
         for e in log:
             f.write(",".join("" if e.get(k) is None else f"{e[k]:.6g}" for k in keys) + "\n")
-    (out / "train.json").write_text(json.dumps(budget, indent=1) + "\n")
 
 
 def budget_label(budget: dict) -> str:
