@@ -110,6 +110,18 @@ def test_published_rows_are_the_reference_csvs():
     assert pub.budget.str.startswith("paper: ").all()
 
 
+def test_published_demosaicking_rows_are_named_as_the_harness_names_its_runs():
+    """The papers' demosaicking column BSD68 is the color set, and the task has no level:
+    a measured CBSD68 row (level 0, as validate_level returns) meets the paper's 42.91."""
+    pub = results.published_rows()
+    demosaic = pub[pub.task == "demosaic"]
+    assert "BSD68" not in set(demosaic.dataset) and (demosaic.level == 0).all()
+    measured = ["GroupSC", "trained", "demosaic", "CBSD68", 0.0, "psnr", 40.0, 68, "", ""]
+    summary = pd.concat([pub, pd.DataFrame([measured], columns=results.COLUMNS)])
+    comp = results.comparison(summary, metrics=("psnr",))
+    assert 42.91 in set(comp[comp.dataset == "CBSD68"].published)
+
+
 def test_comparison_pairs_measured_with_published():
     summary = pd.DataFrame(
         [
