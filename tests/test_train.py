@@ -80,7 +80,7 @@ def test_backtracking_restores_and_lowers_the_rate(tmp_path, have_data):
 def _finetunes_initialized(section: str):
     """(name, run, merged settings, parent model, fresh model after its one-time
     initialization) for every run of ``train.<section>``."""
-    from groupsc.fit import _initializer, build_model, load_params, run_config, run_init
+    from groupsc.fit import _initializer, build_model, load_params, run_config, run_init, run_model
     from groupsc.methods import load_trained
 
     params = load_params()
@@ -89,7 +89,7 @@ def _finetunes_initialized(section: str):
     for name in runs:
         run, settings = run_config(name, params)
         preset = settings.pop("budget_name")
-        model = build_model(run["kind"], dict(run["model"]))
+        model = build_model(run["kind"], run_model(run, preset, params["train"]["presets"]))
         init = run_init(run, preset, params["train"]["presets"])
         _initializer(run, init, TrainConfig(**settings))(model)
         yield name, run, settings, load_trained(run["init"]["from_run"]), model
@@ -117,6 +117,19 @@ def test_finetune_runs_start_from_their_parent_run(have_data):
             assert torch.equal(model.kappa, parent.kappa)
         if run["kind"] == "csr":
             assert torch.all(model.gamma == init["gamma"])
+
+
+def test_a_model_block_named_after_the_budget_overrides_the_model(have_data):
+    """SC keeps max(lam, 0) under the cpu budget (its checkpoints were trained with it) and is
+    the authors' SC, lam as it is, under the paper budget."""
+    from groupsc.fit import load_params, run_model
+
+    params = load_params()
+    presets = params["train"]["presets"]
+    run = params["train"]["runs"]["sc_gray_25"]
+    cpu, paper = run_model(run, "cpu", presets), run_model(run, "paper", presets)
+    assert cpu["signed_thresholds"] is False and "signed_thresholds" not in paper
+    assert "cpu" not in cpu and cpu["patch"] == paper["patch"] == 9
 
 
 def test_resample_steps_keeps_the_ends_and_samples_evenly():

@@ -115,6 +115,14 @@ def run_init(run: dict, preset: str, presets: dict) -> dict | None:
     return {k: v for k, v in init.items() if k not in presets}
 
 
+def run_model(run: dict, preset: str, presets: dict) -> dict:
+    """The ``model`` settings of ``run`` under ``preset``: its block named after the preset
+    (e.g. ``model.cpu: {signed_thresholds: false}``) over the rest of ``model``."""
+    model = dict(run.get("model") or {})
+    own = model.get(preset) or {}
+    return {**{k: v for k, v in model.items() if k not in presets}, **own}
+
+
 RUN_KEYS = ("kind", "model", "init", "train")
 INIT_KEYS = ("from_run", "kappa", "lam_scale", "gamma", "patches", "alpha", "epochs", "lam")
 
@@ -138,6 +146,9 @@ def check_run(name: str, run: dict, runs: dict, presets: dict) -> None:
         _refuse_unknown(run.get(block) or {}, settings, f"{where}, {block}")
     for preset, values in presets.items():
         _refuse_unknown(values, settings, f"params.yaml train.presets.{preset}")
+    for preset in set(run.get("model") or {}) & set(presets):
+        if not isinstance(run["model"][preset], dict):
+            raise ValueError(f"{where}, model.{preset}: expected a block of model settings")
     init = run.get("init") or {}
     _refuse_unknown(init, set(INIT_KEYS) | set(presets), f"{where}, init")
     for preset in set(init) & set(presets):
@@ -190,7 +201,7 @@ def fit(
     if max_steps is not None:
         settings["max_steps"] = max_steps
     cfg = TrainConfig(**settings)
-    model_cfg = dict(run.get("model", {}))
+    model_cfg = run_model(run, preset, params["train"]["presets"])
     torch.manual_seed(cfg.seed)
     try:
         model = build_model(run["kind"], model_cfg)
