@@ -67,3 +67,18 @@ def test_a_color_image_is_estimated_per_channel(have_data):
 def test_too_small_an_image_is_refused():
     with pytest.raises(ValueError, match="too small for 7x7 patches"):
         estimate_noise_level(np.zeros((8, 8)))
+
+
+def test_the_error_table_has_bias_and_mean_absolute_error_per_level():
+    import pandas as pd
+
+    from groupsc.noise_level import error_table
+
+    table = pd.DataFrame(
+        {"image": ["a", "b", "a", "b"], "sigma": [5.0, 5.0, 25.0, 25.0],
+         "liu2013": [5.5, 4.5, 26.0, 25.0], "skimage": [6.0, 7.0, 24.0, 24.0]}
+    )  # fmt: skip
+    err = error_table(table)
+    assert err.loc[5.0, ("liu2013", "bias")] == 0
+    assert err.loc[5.0, ("liu2013", "mean |error|")] == 0.5
+    assert err.loc[25.0, ("skimage", "bias")] == -1 and err.loc[25.0, ("liu2013", "bias")] == 0.5
