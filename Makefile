@@ -3,6 +3,7 @@
 #   make test    # venv if missing, dvc pull, unit tests + notebooks (nbval) + ruff
 # and a third opens the notebooks:
 #   make lab     # JupyterLab on the project's kernel (`groupsc`), autosave off
+# and the rendered notebooks and docs, offline: open site/index.html (the `site` stage).
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 VENV := .venv
@@ -17,7 +18,7 @@ PYTEST_WORKERS ?= 2
 KERNEL := groupsc
 LAB_PORT ?= 8888
 
-.PHONY: all venv data repro test lint lab notebooks clean-venv
+.PHONY: all venv data repro test lint lab notebooks browser clean-venv
 
 all: repro
 
@@ -43,9 +44,10 @@ data: venv
 repro: data
 	dvc repro
 	@python -m groupsc.readme
+	@dvc repro -q site   # the README's tables may have just changed
 	@python -m groupsc.results --short
 
-test: data
+test: data browser
 	python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --nbval-lax --nbval-kernel-name $(KERNEL) \
 		tests notebooks
 	ruff check lib tests notebooks benchmarks
@@ -54,6 +56,13 @@ test: data
 # (autosave is off); saving one makes its DVC stage `modified` (git checkout restores it).
 lab: data
 	jupyter lab --no-browser --allow-root --port $(LAB_PORT) --notebook-dir notebooks
+
+# The site's browser test drives Debian's Chromium (Playwright's own browser download needs a
+# CDN this machine cannot reach); installed once, as root, from Debian's packages.
+browser:
+	@command -v chromium > /dev/null || { echo "installing Debian's chromium (once)"; \
+		apt-get update -qq > /dev/null && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq chromium > /dev/null; }
 
 lint: venv
 	ruff check lib tests notebooks benchmarks
