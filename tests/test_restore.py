@@ -87,12 +87,24 @@ def test_restores_each_kind_of_file_at_its_depth(tmp_path, noisy, have_data, nam
     out = tmp_path / f"out_{src.stem}.png"
     done = _run(str(src), str(out), "--model", "sc", "--sigma", str(SIGMA))
     assert done.returncode == 0, done.stderr
-    assert "gray model: R, G and B" in done.stderr if color else "gray model" not in done.stderr
+    # sc has a color model at SIGMA (sc_color_25): a color image goes to it whole
+    assert ("color_denoise" in done.stdout) == color and "gray model" not in done.stderr
     est, white = read_image(out)
     read, _ = read_image(src)
     assert white == (255 if name.endswith(".jpg") else top) and est.shape == read.shape
     noise = np.std(read - est)  # the model removed about sigma of noise
     assert 0.6 * SIGMA / 255 < noise < 1.4 * SIGMA / 255
+
+
+def test_a_color_image_without_a_color_model_at_its_sigma_is_restored_per_channel(
+    tmp_path, noisy, have_data
+):
+    src = tmp_path / "rgb.png"
+    _save(src, np.rint(np.dstack([noisy, noisy[::-1], noisy[:, ::-1]]) * 255).astype(np.uint8))
+    done = _run(str(src), str(tmp_path / "out.png"), "--model", "sc", "--sigma", "15")
+    assert done.returncode == 0, done.stderr
+    assert "gray model: R, G and B restored one by one" in done.stderr
+    assert "gray_denoise, sigma 15" in done.stdout
 
 
 def test_sigma_auto_estimates_and_takes_the_nearest_trained_level(tmp_path, noisy, have_data):
@@ -140,7 +152,7 @@ def test_list_names_every_model_with_its_weights_and_psnr(have_data):
         (["--model", "sc"], "sc needs the noise level: --sigma S"),
         (["--model", "sc", "--sigma", "20"], "sc has models for sigma 5, 15, 25, 50 only"),
         (["--model", "sc", "--sigma", "300"], "noise sigma must be a number in (0, 255]"),
-        (["--model", "sc", "--quality", "10"], "sc does not do JPEG deblocking; models that do:"),
+        (["--model", "csr", "--quality", "10"], "csr does not do JPEG deblocking; models that do:"),
         (["--model", "dcsc-updated"], "dcsc-updated is a JPEG model: give --quality Q"),
         (["--model", "dcsc-updated", "--quality", "0"], "JPEG quality must be an integer"),
     ],

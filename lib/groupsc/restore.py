@@ -81,9 +81,18 @@ def levels(info: MethodInfo, task: str) -> tuple[float, ...] | None:
     return RELEASED_LEVELS.get(info.key)
 
 
-def choose_task(info: MethodInfo, quality: int | None, color: bool) -> str:
+def serves(info: MethodInfo, task: str, level: float | None = None) -> bool:
+    """Whether ``info`` has a model for ``task`` (at ``level``, when one is given)."""
+    have = levels(info, task)
+    return have is None or (bool(have) and (level is None or float(level) in have))
+
+
+def choose_task(
+    info: MethodInfo, quality: int | None, color: bool, sigma: float | None = None
+) -> str:
     """The task a model does for an image: JPEG deblocking if a quality is given, else
-    denoising of the image's kind where the model has both."""
+    denoising of the image's kind where the model has both: its color task when it has a
+    model at ``sigma`` (any level when ``None``), else its gray one (run per channel)."""
     if quality is not None:
         if "jpeg" not in info.tasks:
             jpeg = [k for k in model_names() if "jpeg" in method_info(k).tasks]
@@ -91,14 +100,14 @@ def choose_task(info: MethodInfo, quality: int | None, color: bool) -> str:
                 f"{info.key} does not do JPEG deblocking; models that do: {', '.join(jpeg)}"
             )
         return "jpeg"
-    denoise = [t for t in info.tasks if t.endswith("denoise")]
+    denoise = [t for t in info.tasks if t.endswith("denoise") and serves(info, t)]
     if not denoise and "demosaic" in info.tasks:
         return "demosaic"
     if not denoise:
         raise RestoreError(f"{info.key} is a JPEG model: give --quality Q (the input's quality)")
     if color:
         for task in ("color_denoise", "blind_color_denoise"):
-            if task in denoise:
+            if task in denoise and serves(info, task, sigma):
                 return task
     return "gray_denoise" if "gray_denoise" in denoise else denoise[0]
 
@@ -182,7 +191,8 @@ def load_model(
     ``estimated`` sigma takes the nearest level the model was trained for. Unknown names and
     levels raise :class:`RestoreError`."""
     info = _info(name)
-    task = choose_task(info, quality, color)
+    known = None if estimated or sigma is None else float(sigma)
+    task = choose_task(info, quality, color, known)
     notes: list[str] = []
     level = choose_level(info, task, quality if task == "jpeg" else sigma, estimated, notes)
     return Model(info, task, level, get_method(info.key, task, level), notes)
@@ -275,10 +285,10 @@ def _measured_psnr(summary, info: MethodInfo, task: str, level: float | None) ->
 
 def _listed_tasks(info: MethodInfo) -> list[str]:
     """The tasks a model serves here: a blind model's color task is the blind one, a
-    non-blind model's the one with a known sigma."""
+    non-blind model's the one with a known sigma; a trained model's tasks with a run."""
     blind = info.key in BLIND
     skip = "color_denoise" if blind else "blind_color_denoise"
-    return [t for t in info.tasks if t != skip]
+    return [t for t in info.tasks if t != skip and serves(info, t)]
 
 
 def model_cards():

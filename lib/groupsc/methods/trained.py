@@ -1,6 +1,7 @@
 """Models trained here: loaded from ``checkpoints/<run>/model.pt`` with their budget.
 
-The paper's models (``sc``, ``csr``, ``groupsc``, ``groupsc-knn``, ``groupsc-knn12``) and the
+The paper's models (``sc``, ``csr``, ``groupsc``, ``groupsc-knn``, ``groupsc-knn12``; ``sc``,
+``groupsc`` and ``groupsc-knn`` for every task of :data:`SPARSE_TASKS`) and the
 comparison models of ``train.comparison`` (keys distinct from the released weights' ``dncnn-s``
 / ``dcsc-updated``):
 
@@ -38,6 +39,10 @@ TASK_SHORT = {
     "blind_color_denoise": "cblind",
 }
 
+
+# The paper's sparse models run every task of the paper but blind denoising (a model per task and
+# level: ``sc_color_25``, ``sc_jpeg_10``, ``sc_mosaic_0``); the variants stay gray.
+SPARSE_TASKS = DENOISE + ("color_denoise", "jpeg", "demosaic")
 
 # Method keys whose runs are not named ``<key>_<task>_<level>``.
 RUN_PREFIX = {"dncnn-s-trained": "dncnn-s"}  # key -> run name prefix
@@ -145,7 +150,7 @@ def _trained(
 
 METHODS: dict[str, tuple[MethodInfo, Builder]] = {
     "sc": (
-        MethodInfo("sc", "SC", "trained", DENOISE, published_names=("SC",)),
+        MethodInfo("sc", "SC", "trained", SPARSE_TASKS, published_names=("SC",)),
         _trained("sc"),
     ),
     "csr": (
@@ -153,14 +158,24 @@ METHODS: dict[str, tuple[MethodInfo, Builder]] = {
         _trained("csr"),
     ),
     "groupsc": (
-        MethodInfo("groupsc", "GroupSC", "trained", DENOISE, published_names=("GroupSC",)),
+        MethodInfo(
+            "groupsc",
+            "GroupSC",
+            "trained",
+            SPARSE_TASKS,
+            published_names=("GroupSC",),
+        ),
         _trained("groupsc"),
     ),
     # The fast variant (k nearest patches within a small radius, sparse products); compared
     # with the paper's (dense) GroupSC figures.
     "groupsc-knn": (
         MethodInfo(
-            "groupsc-knn", "GroupSC (k-NN)", "trained", DENOISE, published_names=("GroupSC",)
+            "groupsc-knn",
+            "GroupSC (k-NN)",
+            "trained",
+            SPARSE_TASKS,
+            published_names=("GroupSC",),
         ),
         _trained("groupsc-knn"),
     ),
