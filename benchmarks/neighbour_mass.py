@@ -10,8 +10,9 @@ the run's sigma (the harness's seeded noise), go through the model's unrolled st
 of blocks; the similarity of the last refresh gives the neighbour mass
 (:func:`groupsc.similarity.neighbour_mass`: :math:`\\sum_{j \\ne i} \\Sigma_{ji}` averaged over
 the patches; 0 is SC, every neighbour at similarity 1 gives ``candidates``: k - 1 for the k-NN
-models, the whole window for the dense ones). Columns: run, kind, graph (dense / knn), forward
-(authors / legacy), sigma, kappa (mean), candidates, neighbour_mass.
+models, the whole window for the dense ones; color models see CBSD68 crops). Columns: run,
+kind, graph (dense / knn), forward (authors / legacy), sigma, kappa (mean), candidates,
+neighbour_mass.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -39,22 +41,29 @@ def non_local_runs(params: dict) -> list[str]:
     return [name for name, run in runs.items() if run["kind"] in NON_LOCAL]
 
 
-def centre_crops(sigma: float, size: int, n_images: int) -> torch.Tensor:
-    """``(n, 1, size, size)``: centre crops of the first BSD68 images with their seeded noise."""
+def centre_crops(sigma: float, size: int, n_images: int, color: bool = False) -> torch.Tensor:
+    """``(n, C, size, size)``: centre crops of the first BSD68 images (CBSD68 for ``color``
+    models, C = 3) with the harness's seeded noise."""
+    if color:
+        dataset, mode, task = "CBSD68", "rgb", "color_denoise"
+    else:
+        dataset, mode, task = "BSD68", "gray", "gray_denoise"
     crops = []
-    for path in image_paths("BSD68")[:n_images]:
-        clean = load_image(path, "gray")
-        noisy = degrade(clean, "gray_denoise", sigma, dataset="BSD68", image=path.stem, seed=0)
+    for path in image_paths(dataset)[:n_images]:
+        noisy = degrade(
+            load_image(path, mode), task, sigma, dataset=dataset, image=path.stem, seed=0
+        )
         top, left = (noisy.shape[0] - size) // 2, (noisy.shape[1] - size) // 2
-        crops.append(torch.from_numpy(noisy[top : top + size, left : left + size].copy()))
-    return torch.stack(crops)[:, None].float()
+        crop = np.atleast_3d(noisy[top : top + size, left : left + size])
+        crops.append(torch.from_numpy(crop.transpose(2, 0, 1).copy()))
+    return torch.stack(crops).float()
 
 
 def measure(run: str, n_images: int) -> dict:
     model = load_trained(run).eval()
     sigma = float(model.train_config["levels"][0])
     with torch.inference_mode():
-        enc = model.encode(centre_crops(sigma, model.window, n_images))
+        enc = model.encode(centre_crops(sigma, model.window, n_images, model.channels == 3))
     span = model.window - model.patch + 1
     return {
         "run": run,
