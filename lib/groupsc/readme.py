@@ -52,7 +52,12 @@ def jpeg_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
 
 
 def color_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
-    return _grid(comp, ("color_denoise", "blind_color_denoise"), ("CBSD68", "Kodak24", "McMaster"))
+    """Non-blind models, then the blind ones (one model for every sigma): one table each, as
+    the same dataset and level head a column in both."""
+    datasets = ("CBSD68", "Kodak24", "McMaster")
+    known = _grid(comp, ("color_denoise",), datasets)
+    blind = _grid(comp, ("blind_color_denoise",), datasets)
+    return known + "\nBlind (one model for every σ):\n\n" + blind
 
 
 def demosaic_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
