@@ -8,7 +8,8 @@ the pages need only a folder and a browser. Formulas become MathML at build time
 
 Layout of ``OUT``: ``index.html`` (the README), ``docs/NAME.html``, ``notebooks/NAME.html`` with
 each notebook's figures as PNG files in ``notebooks/NAME_files/``, and ``files/PATH`` for any
-other repository file a page links to. Every page carries the same navigation bar. A relative link
+other repository file a page links to; ``_static/`` holds the style sheets the
+pages share. Every page carries the same navigation bar. A relative link
 in a source that names no file of the repository stops the build with one line.
 
     python -m groupsc.site --out site
@@ -17,6 +18,7 @@ in a source that names no file of the repository stops the build with one line.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import html
 import os
 import re
@@ -61,6 +63,7 @@ _MD_PAGE = """<!DOCTYPE html>
 {body}
 </main></body></html>
 """
+_STYLE_BLOCK = re.compile(r"<style type=\"text/css\">(.*?)</style>", re.S)
 _URL = re.compile(r'(?P<attr>\b(?:href|src))="(?P<url>[^"]*)"')
 _CODE_PATH = re.compile(r"<code>(?P<path>[\w./-]+\.(?:md|ipynb))</code>")
 
@@ -118,6 +121,21 @@ def render_notebook(path: Path) -> tuple[str, dict[str, bytes]]:
         nb, resources={"output_files_dir": f"{path.stem}_files", "metadata": {"name": path.stem}}
     )
     return mathml.restore(body, formulas), dict(resources.get("outputs", {}))
+
+
+def _share_styles(page_html: str, page: str, out: Path) -> str:
+    """The lab template inlines the same JupyterLab theme CSS in every notebook page: each
+    style block goes to one file of ``_static/`` named by its hash, linked from the page."""
+
+    def link(match: re.Match) -> str:
+        css = match.group(1)
+        name = f"_static/{hashlib.sha256(css.encode()).hexdigest()[:12]}.css"
+        if not (out / name).exists():
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            (out / name).write_text(css)
+        return f'<link rel="stylesheet" href="{_relative(name, page)}">'
+
+    return _STYLE_BLOCK.sub(link, page_html)
 
 
 def _nav(page: str, titles: dict[str, str], sources: dict[str, str]) -> str:
@@ -203,7 +221,7 @@ def build(out: Path, root: Path | None = None) -> list[str]:
             raise SiteError(f"{source}: {err}") from None
     linker = _Linker(root, out, sources)
     for source, page in sources.items():
-        body = linker.rewrite(rendered[source], source, page)
+        body = _share_styles(linker.rewrite(rendered[source], source, page), page, out)
         nav = _nav(page, titles, sources)
         body = re.sub(r"(<body[^>]*>)", lambda m, nav=nav: m.group(1) + nav, body, count=1)
         (out / page).parent.mkdir(parents=True, exist_ok=True)
