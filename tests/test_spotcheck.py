@@ -9,7 +9,8 @@ import pytest
 from groupsc import spotcheck as sc
 from groupsc.fit import all_runs, load_params
 
-CHEAP = "evaluate@input_classic5_10"  # the JPEG input itself: milliseconds, and it has PSNR-B
+# the JPEG input itself: milliseconds, and it has PSNR-B
+CHEAP = "evaluate_released_jpeg@input-Classic5-10"
 CHEAP_TRAINING = "finetune_comparison@dncnn-s_gray_15"  # starts from dncnn-s_gray_25: seeded
 
 
@@ -19,16 +20,19 @@ def params():
 
 
 def test_stage_names_resolve_as_dvc_names_them(params):
-    names = [CHEAP, "train_comparison@dncnn-s_gray_25", "evaluate_trained@sc_bsd68_25", CHEAP]
+    names = [CHEAP, "train_comparison@dncnn-s_gray_25", "evaluate_sparse_gray@sc-BSD68-25", CHEAP]
     stages = sc.resolve(names, params)
     assert [s.address for s in stages] == names[:3]  # each once, in order
     assert [s.kind for s in stages] == ["evaluation", "training", "evaluation"]
-    assert stages[0].entry == params["evaluations"]["input_classic5_10"]
+    assert stages[0].entry == dict(method="input", task="jpeg", dataset="Classic5", level=10)
+    assert stages[2].entry == dict(method="sc", task="gray_denoise", dataset="BSD68", level=25)
     assert stages[1].key == "dncnn-s_gray_25" and stages[1].entry["kind"] == "dncnn"
     assert sc.committed_path(stages[0]).name == "input__jpeg__Classic5__10.csv"
     assert sc.committed_path(stages[1]).parts[-3:] == ("checkpoints", "dncnn-s_gray_25", "log.csv")
     every = sc.resolve([], params, all_evaluations=True, all_trainings=True)
-    n_eval = sum(len(params[section]) for section in sc.EVAL_GROUPS.values())
+    grids = params["grids"].values()
+    n_grid = sum(len(g["method"]) * len(g["dataset"]) * len(g["level"]) for g in grids)
+    n_eval = n_grid + sum(len(params[section]) for section in sc.EVAL_GROUPS.values())
     assert sum(s.kind == "evaluation" for s in every) == n_eval
     assert sum(s.kind == "training" for s in every) == len(all_runs(params))
     assert "finetune@groupsc_gray_25" in {s.address for s in every}
@@ -38,7 +42,7 @@ def test_stage_names_resolve_as_dvc_names_them(params):
     "argv",
     [
         ["train@nope"],
-        ["evaluate@sc_bsd68_25"],  # an evaluate_trained entry under another group
+        ["evaluate@sc_bsd68_25"],  # an entry of a matrix group under another group
         ["sc_gray_25"],  # a run name without its stage group
         [],
         [CHEAP, "--images", "0"],
@@ -136,3 +140,28 @@ def test_comparisons_allow_the_rounding_of_the_files_only():
     assert sc.verdict(sc.compare_training(losses, rounded), 2) == "same"
     off = losses.assign(loss=losses.loss * (1 + 2e-4))
     assert sc.verdict(sc.compare_training(off, rounded), 2) == "DIFFERENT"
+
+
+def test_every_evaluation_and_training_stage_of_dvc_can_be_spot_checked(params):
+    """The stages DVC resolves that run an evaluation into results/per_image or a training are
+    exactly those the spot check knows, with the entry their command runs."""
+    from groupsc.stagedeps import resolved_stages
+
+    known = sc.all_stages(params)
+    dvc_stages = {
+        s.addressing: s.cmd
+        for s in resolved_stages()
+        if ("groupsc.evaluate" in s.cmd and "results/per_image" in s.cmd) or "groupsc.fit" in s.cmd
+    }
+    assert set(dvc_stages) == set(known)
+    for address, cmd in dvc_stages.items():
+        stage = known[address]
+        if stage.kind == "evaluation":
+            e = stage.entry
+            expected = (
+                f"--method {e['method']} --task {e['task']} --dataset {e['dataset']} "
+                f"--level {e['level']} "
+            )
+            assert expected in cmd, (address, cmd)
+        else:
+            assert cmd.endswith(f"groupsc.fit {stage.key}"), (address, cmd)

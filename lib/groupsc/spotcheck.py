@@ -5,8 +5,8 @@ The project's rule: ``dvc commit`` a stage only where you showed its output unch
 stage's code dependencies change (or new deps are declared), DVC sees the stage as changed,
 but re-running it fully is out of reach on this CPU (hours: 24 trainings, 95 evaluations). So:
 
-1. spot check the stage: ``python -m groupsc.spotcheck evaluate_trained@sc_bsd68_25``;
-2. only if its verdict is ``same``: ``dvc commit evaluate_trained@sc_bsd68_25``.
+1. spot check the stage: ``python -m groupsc.spotcheck evaluate_sparse_gray@sc-BSD68-25``;
+2. only if its verdict is ``same``: ``dvc commit evaluate_sparse_gray@sc-BSD68-25``.
 
 A ``DIFFERENT`` stage is re-run (``dvc repro STAGE``) or its difference explained; never
 committed as is.
@@ -17,9 +17,11 @@ committed as is.
 
 Stages are the DVC addresses ``<group>@<entry>``: evaluation groups ``evaluate``,
 ``evaluate_trained``, ``evaluate_comparison`` (entries of params ``evaluations``,
-``evaluations_trained``, ``evaluations_comparison``) and training groups ``train``, ``finetune``,
-``train_comparison``, ``finetune_comparison`` (runs of params ``train.runs``, ``train.finetunes``,
-``train.comparison``, ``train.comparison_finetunes``; see :data:`groupsc.fit.RUN_STAGES`).
+``evaluations_trained``, ``evaluations_comparison``), the matrix groups ``evaluate_<grid>``
+(``<method>-<dataset>-<level>`` of params ``grids.<grid>``) and training groups ``train``,
+``finetune``, ``train_comparison``, ``finetune_comparison`` (runs of params ``train.runs``,
+``train.finetunes``, ``train.comparison``, ``train.comparison_finetunes``; see
+:data:`groupsc.fit.RUN_STAGES`).
 
 - Evaluation: the first ``--images`` images (default 1) are evaluated in-process as the stage
   does (``eval.seed``, ``eval.threads`` torch threads) and PSNR, SSIM and (JPEG) PSNR-B are
@@ -56,6 +58,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import itertools
 import math
 import subprocess
 import sys
@@ -117,15 +120,30 @@ def naming_hint() -> str:
     return (
         "stages are named <group>@<entry> as in dvc.yaml: "
         + ", ".join(f"{g}@<params {s}>" for g, s in EVAL_GROUPS.items())
-        + ", "
+        + ", evaluate_<grid>@<method>-<dataset>-<level> (params grids), "
         + ", ".join(f"{g}@<params train.{s}>" for g, s in TRAIN_GROUPS.items())
         + " (e.g. evaluate@bm3d_bsd68_25, train@sc_gray_25); or --all-evaluations / --all-trainings"
     )
 
 
+def grid_stages(params: dict) -> dict[str, Stage]:
+    """The stages of the matrix groups ``evaluate_<grid>``: one per method x dataset x level of
+    params ``grids.<grid>``, addressed as DVC names matrix entries."""
+    out = {}
+    for grid, axes in (params.get("grids") or {}).items():
+        for method, dataset, level in itertools.product(
+            axes["method"], axes["dataset"], axes["level"]
+        ):
+            key = f"{method}-{dataset}-{level}"
+            entry = {"method": method, "task": axes["task"], "dataset": dataset, "level": level}
+            address = f"evaluate_{grid}@{key}"
+            out[address] = Stage(address, "evaluation", key, entry)
+    return out
+
+
 def all_stages(params: dict) -> dict[str, Stage]:
     """Every evaluation and training stage of the pipeline, by DVC address."""
-    out = {}
+    out = grid_stages(params)
     for group, section in EVAL_GROUPS.items():
         for key, entry in (params.get(section) or {}).items():
             out[f"{group}@{key}"] = Stage(f"{group}@{key}", "evaluation", key, entry)
