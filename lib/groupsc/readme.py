@@ -39,8 +39,17 @@ def markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+KODAK24_NOTE = (
+    "Kodak24 here is the set of 500 × 500 crops that FFDNet distributes, not the 768 × 512 "
+    "frames: its PSNRs are not those of papers that use the full frames.\n"
+)
+
+
 def _grid(comp: pd.DataFrame, tasks: tuple[str, ...], datasets: tuple[str, ...]) -> str:
-    return markdown(psnr_table(comp, tasks, datasets))
+    """The PSNR grid of ``tasks`` on ``datasets``; a Kodak24 column brings its note."""
+    text = markdown(psnr_table(comp, tasks, datasets))
+    header = text.splitlines()[0]
+    return text + "\n" + KODAK24_NOTE if "| Kodak24" in header else text
 
 
 def gray_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
