@@ -300,11 +300,23 @@ def test_ctrl_c_in_training_saves_the_step_reached_and_the_run_resumes(tmp_path,
 
 
 def _interrupt(cmd: list[str], ready, tmp_path: Path) -> subprocess.CompletedProcess:
-    """Run ``cmd``, send it SIGINT once ``ready()`` holds, return its exit and output."""
+    """Run ``cmd``, send it SIGINT once ``ready()`` holds, return its exit and output.
+
+    The child gets SIGINT's default disposition: a test run started in the background by a
+    non-interactive shell (``.ci/run &``) ignores SIGINT, and an ignored signal is inherited
+    across exec, so the command would never see the Ctrl-C the test sends.
+    """
     err_file = tmp_path / "stderr.txt"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(err_file, "w") as err:
-        proc = subprocess.Popen(cmd, stderr=err, stdout=subprocess.PIPE, text=True, env=env)
+        proc = subprocess.Popen(
+            cmd,
+            stderr=err,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
         deadline = time.time() + 120
         while not ready(err_file) and time.time() < deadline and proc.poll() is None:
             time.sleep(0.2)
