@@ -35,7 +35,13 @@ from pathlib import Path
 import numpy as np
 
 from groupsc.methods import METHODS, MethodInfo, get_method, method_info
-from groupsc.methods.trained import ONE_RUN, RUN_PREFIX, TASK_SHORT
+from groupsc.methods.trained import (
+    ONE_MODEL_TASKS,
+    ONE_RUN,
+    RUN_PREFIX,
+    TASK_SHORT,
+    trained_run,
+)
 from groupsc.runtime import set_threads
 
 # Methods that need no noise level (blind): the level they are built with is ignored.
@@ -68,9 +74,11 @@ def trained_levels(key: str, task: str) -> tuple[float, ...] | None:
     if key in ONE_RUN:
         return None
     train = load_params()["train"]
+    names = [name for section in RUN_STAGES for name in train.get(section, {})]
+    if task in ONE_MODEL_TASKS:  # a blind model: one run for every level, or none
+        return None if trained_run(key, task, 0) in names else ()
     prefix = f"{RUN_PREFIX.get(key, key)}_{TASK_SHORT[task]}_"
     pattern = re.compile(re.escape(prefix) + r"(\d+(?:\.\d+)?)$")
-    names = [name for section in RUN_STAGES for name in train.get(section, {})]
     return tuple(sorted(float(m.group(1)) for n in names if (m := pattern.match(n))))
 
 
@@ -284,10 +292,13 @@ def _measured_psnr(summary, info: MethodInfo, task: str, level: float | None) ->
 
 
 def _listed_tasks(info: MethodInfo) -> list[str]:
-    """The tasks a model serves here: a blind model's color task is the blind one, a
-    non-blind model's the one with a known sigma; a trained model's tasks with a run."""
-    blind = info.key in BLIND
-    skip = "color_denoise" if blind else "blind_color_denoise"
+    """The tasks a model serves here: a blind model's color task is the blind one, a released
+    non-blind model's the one with a known sigma; a trained model's tasks with a run (SC has
+    both: its color models per sigma and its one blind model)."""
+    if info.key in BLIND:
+        skip = "color_denoise"
+    else:
+        skip = None if info.source == "trained" else "blind_color_denoise"
     return [t for t in info.tasks if t != skip and serves(info, t)]
 
 
@@ -297,7 +308,7 @@ def model_cards():
     ``pandas.DataFrame``."""
     import pandas as pd
 
-    from groupsc.methods.trained import load_trained, trained_run
+    from groupsc.methods.trained import load_trained
     from groupsc.paths import repo_root, results_dir
 
     path = results_dir() / "summary.csv"

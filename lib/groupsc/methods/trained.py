@@ -40,9 +40,13 @@ TASK_SHORT = {
 }
 
 
-# The paper's sparse models run every task of the paper but blind denoising (a model per task and
-# level: ``sc_color_25``, ``sc_jpeg_10``, ``sc_mosaic_0``); the variants stay gray.
+# The paper's sparse models run every task of the paper (a model per task and level:
+# ``sc_color_25``, ``sc_jpeg_10``, ``sc_mosaic_0``); the variants stay gray.
 SPARSE_TASKS = DENOISE + ("color_denoise", "jpeg", "demosaic")
+
+# Tasks whose one model serves every level: a blind model (a threshold set per noise bin, the
+# bin chosen from the level it estimates) is the run ``<prefix>_<task>``, e.g. ``sc_cblind``.
+ONE_MODEL_TASKS = ("blind_color_denoise",)
 
 # Method keys whose runs are not named ``<key>_<task>_<level>``.
 RUN_PREFIX = {"dncnn-s-trained": "dncnn-s"}  # key -> run name prefix
@@ -53,12 +57,14 @@ def trained_run(kind: str, task: str, level: float) -> str:
     """The ``params.yaml`` run (and ``checkpoints/`` folder) of a trained model: ``sc_gray_25``.
 
     ``kind`` is the method key (``sc``, ``groupsc``, ``dncnn-s-trained``...): the run is
-    ``<prefix>_<task>_<level>`` (prefix from ``RUN_PREFIX``, else the key), or the key's single
-    run in ``ONE_RUN``. The model kind itself is read from the checkpoint.
+    ``<prefix>_<task>_<level>`` (prefix from ``RUN_PREFIX``, else the key), ``<prefix>_<task>``
+    for a task of ``ONE_MODEL_TASKS`` (``sc_cblind``), or the key's single run in ``ONE_RUN``.
+    The model kind itself is read from the checkpoint.
     """
     if kind in ONE_RUN:
         return ONE_RUN[kind]
-    return f"{RUN_PREFIX.get(kind, kind)}_{TASK_SHORT[task]}_{float(level):g}"
+    run = f"{RUN_PREFIX.get(kind, kind)}_{TASK_SHORT[task]}"
+    return run if task in ONE_MODEL_TASKS else f"{run}_{float(level):g}"
 
 
 def load_trained(run: str) -> torch.nn.Module:
@@ -149,8 +155,11 @@ def _trained(
 
 
 METHODS: dict[str, tuple[MethodInfo, Builder]] = {
+    # SC also denoises color blindly (paper section 3.4): the one model ``sc_cblind``.
     "sc": (
-        MethodInfo("sc", "SC", "trained", SPARSE_TASKS, published_names=("SC",)),
+        MethodInfo(
+            "sc", "SC", "trained", (*SPARSE_TASKS, *ONE_MODEL_TASKS), published_names=("SC",)
+        ),
         _trained("sc"),
     ),
     "csr": (
