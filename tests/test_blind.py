@@ -82,3 +82,19 @@ def test_a_blind_model_starts_from_a_non_blind_one_with_thresholds_scaled_per_bi
     out = per_bin(lam, {"train_config": {"levels": [25.0]}}, BINS)
     assert out.shape == (3, 3, 16)
     assert torch.allclose(out[2], lam) and torch.allclose(out[0], lam / 5)
+
+
+def test_cbm3d_on_the_blind_task_is_given_the_estimated_sigma():
+    """The paper's Table 1 runs CBM3D with the estimated noise level: on the blind task BM3D
+    is given the estimate from the noisy image, on the non-blind one the true sigma."""
+    from groupsc.methods import get_method
+
+    rng = np.random.default_rng(2)
+    rr, cc = np.mgrid[:64, :64] / 64.0
+    clean = np.stack([rr, cc, (rr + cc) / 2], axis=-1)
+    blind = PH.operator("blind_color_denoise", 20).observe(clean, rng)
+    restorer = get_method("bm3d", "blind_color_denoise", 20)
+    restorer(blind)
+    assert restorer.last_sigma == estimate_noise_level(blind.y) != 20
+    restorer(PH.operator("color_denoise", 20).observe(clean, rng))
+    assert restorer.last_sigma == 20
