@@ -54,6 +54,16 @@ def test_every_notebook_stage_and_the_summary_are_traced():
     assert "summary" in names
 
 
+def test_the_site_depends_on_every_notebook_and_page():
+    """The site renders every notebook and docs page it finds (``groupsc.site``): a notebook
+    missing from its deps would leave a stale page behind a clean ``dvc status``."""
+    deps = S.declared_deps(_by_name("site"))
+    pages = sorted((ROOT / "notebooks").glob("*.ipynb")) + sorted((ROOT / "docs").glob("*.md"))
+    missing = [str(p.relative_to(ROOT)) for p in pages
+               if not S.covered(str(p.relative_to(ROOT)), deps)]
+    assert pages and missing == [], f"site does not depend on {missing}; {FIX}"
+
+
 # --------------------------------------------------------------------------- the closure
 
 
