@@ -65,3 +65,56 @@ def test_a_sparse_model_trains_and_restores_with_the_bayer_mask():
     model.forward = lambda y, mask=None, sigma=None: masks.append(mask) or forward(y, mask)
     TorchRestorer(model)(obs)
     torch.testing.assert_close(masks[0][0].permute(1, 2, 0), torch.from_numpy(obs.mask))
+
+
+def test_bilinear_fill_is_the_classical_bilinear_demosaicking():
+    """Away from the border (where the package mirrors and the fill renormalises) the first
+    similarities' guide of a mosaic model is colour-demosaicing's bilinear method."""
+    import torch
+    from colour_demosaicing import demosaicing_CFA_Bayer_bilinear
+
+    from groupsc.degradations import bayer
+    from groupsc.models.sparse import bilinear_fill
+
+    x = np.random.default_rng(1).random((20, 24, 3))
+    y, mask = bayer(x)
+
+    def t(a):
+        return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))[None]
+
+    out = bilinear_fill(t(y), t(mask))[0].numpy().transpose(1, 2, 0)
+    ref = demosaicing_CFA_Bayer_bilinear(y.sum(-1), "RGGB")
+    np.testing.assert_allclose(out[1:-1, 1:-1], ref[1:-1, 1:-1], atol=1e-6)  # float32
+    np.testing.assert_array_equal(out[mask > 0], y[mask > 0])  # samples kept
+    assert np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("knn", [None, {"radius": 3, "k": 4, "mode": "fixed"}])
+def test_the_mosaic_guide_sets_the_first_similarities_only(knn):
+    """``mosaic_guide="bilinear"`` measures the first similarities on the bilinear fill of the
+    mosaic, ``"mosaic"`` on the mosaic itself; without a mask the two are one model."""
+    import torch
+
+    from groupsc.degradations import bayer
+    from groupsc.models.sparse import SparseCoding, bilinear_fill
+
+    torch.manual_seed(0)
+    x = np.random.default_rng(2).random((16, 16, 3)).astype(np.float32)
+    y, mask = (torch.from_numpy(a.transpose(2, 0, 1).copy())[None] for a in bayer(x))
+    kw = dict(patch=5, atoms=16, steps=3, channels=3, prox="group", window=16, knn=knn)
+    guided = SparseCoding(mosaic_guide="bilinear", **kw)
+    plain = SparseCoding(mosaic_guide="mosaic", **kw)
+    plain.load_state_dict(guided.state_dict())
+    starts = []
+    for model in (guided, plain):
+        tracker = model.make_similarity()
+        model.make_similarity = lambda t=tracker: t
+        start = tracker.start
+        tracker.start = lambda g, *a, s=start: starts.append(g) or s(g, *a)
+        model.encode(y, mask)
+    torch.testing.assert_close(starts[0], bilinear_fill(y, mask))
+    torch.testing.assert_close(starts[1], y)
+    assert not torch.equal(guided(y, mask), plain(y, mask))
+    torch.testing.assert_close(guided(y), plain(y), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="unknown mosaic_guide"):
+        SparseCoding(mosaic_guide="nearest")

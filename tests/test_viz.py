@@ -52,3 +52,36 @@ def test_training_curve_scales_the_loss(loss, label):
     assert len(ax.lines[2].get_xdata()) == 2  # the check batch, where it was measured
     with pytest.raises(ValueError, match="'l2' or 'l1'"):
         viz.training_curve(log, loss="mse")
+
+
+def test_worst_crop_finds_the_error_and_stays_inside():
+    err = np.zeros((40, 50))
+    err[30:34, 5:9] = 1.0  # the error blob
+    rows, cols = viz.worst_crop(err, 8)
+    assert rows.stop - rows.start == cols.stop - cols.start == 8
+    assert rows.start <= 30 and rows.stop >= 34 and cols.start <= 5 and cols.stop >= 9
+    err[:] = 0
+    err[-1, -1] = 1.0  # in the corner: the window is clipped to the image
+    rows, cols = viz.worst_crop(err, 8)
+    assert (rows.stop, cols.stop) == (40, 50)
+
+
+@pytest.mark.parametrize("shape", [(24, 30), (24, 30, 3)])
+def test_crop_panels_draws_crops_errors_and_the_outline(shape):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    rng = np.random.default_rng(0)
+    x = rng.random(shape)
+    panels = [(x, "clean"), (x + 0.1, "a"), (x - 0.2, "b")]
+    crop = (slice(4, 12), slice(10, 18))
+    fig = viz.crop_panels(x, panels, crop, errors_from=1)
+    top, bottom = fig.axes[:3], fig.axes[3:]
+    assert [a.get_title() for a in top] == ["clean", "a", "b"]
+    assert [len(a.images) for a in bottom] == [1, 1, 1]
+    assert bottom[0].images[0].get_array().shape[:2] == shape[:2]  # the whole clean image
+    assert bottom[0].get_title() == "crop at row 4, column 10"
+    assert len(bottom[0].patches) == 1
+    errors = [a.images[0].get_array() for a in bottom[1:]]
+    assert errors[0].shape == (8, 8) and np.allclose(errors[1], 0.2 * (shape + (1,))[2])
+    assert bottom[2].images[0].get_clim() == (0, pytest.approx(errors[1].max()))

@@ -21,7 +21,7 @@ from collections.abc import Callable
 import pandas as pd
 
 from groupsc.paths import repo_root, results_dir
-from groupsc.results import comparison, level_label, one_published, psnr_table
+from groupsc.results import comparison, one_published, psnr_table, setting_label
 
 FILES = ("README.md", "docs/results.md", "docs/training.md", "docs/costs.md", "docs/harness.md")
 BLOCK = re.compile(
@@ -70,8 +70,7 @@ def color_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
 
 
 def demosaic_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
-    # a mosaic has no level: the columns are the datasets alone
-    return _grid(comp, ("demosaic",), ("Kodak24", "CBSD68", "McMaster")).replace(" σ = 0 |", " |")
+    return _grid(comp, ("demosaic",), ("Kodak24", "CBSD68", "McMaster"))
 
 
 GROUPED = ("GroupSC (k-NN)", "GroupSC")
@@ -119,9 +118,7 @@ def cost_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
     rows = rows.assign(minutes=rows.value * rows.n_images.astype(float) / 60)
     lines = ["| evaluation | images | s/image | minutes |", "|---|---|---|---|"]
     for r in rows.sort_values(["task", "method", "dataset", "level"]).itertuples():
-        what = f"{r.method}, {r.dataset}" + (
-            "" if r.task == "demosaic" else f" {level_label(r.task, r.level)}"
-        )
+        what = f"{r.method}, {setting_label(r.dataset, r.task, r.level)}"
         lines.append(f"| {what} | {int(r.n_images)} | {r.value:.1f} | {r.minutes:.0f} |")
     runs = sorted((repo_root() / "checkpoints").glob("*/train.json"))
     lines += ["", "| training | steps | minutes | threads |", "|---|---|---|---|"]

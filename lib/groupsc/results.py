@@ -209,7 +209,16 @@ def one_published(comp: pd.DataFrame) -> pd.DataFrame:
 
 
 def level_label(task: str, level: float) -> str:
+    """``q = 10`` (JPEG), ``σ = 25`` (denoising), ``""`` (a mosaic has no level)."""
+    if task == "demosaic":
+        return ""
     return f"q = {level:g}" if task == "jpeg" else f"σ = {level:g}"
+
+
+def setting_label(name: str, task: str, level: float) -> str:
+    """A dataset or method with its level: ``BSD68 σ = 25``, ``Kodak24`` (demosaicking)."""
+    label = level_label(task, level)
+    return f"{name} {label}" if label else name
 
 
 def _cell(measured: float, published: float) -> str:
@@ -242,13 +251,12 @@ def psnr_table(
             ],
             names=["method", "source"],
         ),  # fmt: skip
-        columns=[f"{d} {level_label(t, lv)}" for d, lv, t in keys],
+        columns=[setting_label(d, t, lv) for d, lv, t in keys],
         data="-",
     )
     for r in rows.itertuples():
-        table.loc[(r.method, r.source), f"{r.dataset} {level_label(r.task, r.level)}"] = _cell(
-            r.measured, r.published
-        )
+        column = setting_label(r.dataset, r.task, r.level)
+        table.loc[(r.method, r.source), column] = _cell(r.measured, r.published)
     return table
 
 

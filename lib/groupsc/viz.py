@@ -53,6 +53,57 @@ def show_row(images: list[tuple[np.ndarray, str]], size: float = 4.0, crop=None)
     return fig
 
 
+def worst_crop(err: np.ndarray, zoom: int) -> tuple[slice, slice]:
+    """The ``zoom x zoom`` window (``(rows, cols)`` slices, inside the image) where the error
+    map ``err`` ``(H, W)`` (e.g. a squared error summed over channels) has the largest mean."""
+    from scipy.ndimage import uniform_filter
+
+    local = uniform_filter(np.asarray(err, dtype=np.float64), zoom, mode="constant")
+    r, c = np.unravel_index(np.argmax(local), local.shape)
+    r0 = int(np.clip(r - zoom // 2, 0, err.shape[0] - zoom))
+    c0 = int(np.clip(c - zoom // 2, 0, err.shape[1] - zoom))
+    return slice(r0, r0 + zoom), slice(c0, c0 + zoom)
+
+
+def crop_panels(
+    x: np.ndarray,
+    panels: list[tuple[np.ndarray, str]],
+    crop: tuple[slice, slice],
+    errors_from: int = 1,
+    width: float = 2.9,
+):
+    """Zoomed crops side by side over their error maps.
+
+    ``x``: the clean image ``(H, W)`` or ``(H, W, 3)`` in [0, 1]; ``panels``: (image, title)
+    of the same shape. Top row: each panel's ``crop``; bottom row: ``|panel - x|`` on the crop
+    (summed over channels, one colour scale) for the panels from ``errors_from`` on, and
+    ``x`` whole with the crop outlined in the first column. Returns the figure.
+    """
+    import matplotlib.pyplot as plt
+
+    def err(img):
+        e = np.abs(img[crop] - x[crop])
+        return e.sum(axis=2) if e.ndim == 3 else e
+
+    vmax = max(err(img).max() for img, _ in panels[errors_from:])
+    gray = {"cmap": "gray", "vmin": 0, "vmax": 1} if x.ndim == 2 else {}
+    fig, axes = plt.subplots(2, len(panels), figsize=(width * len(panels), 2.15 * width))
+    for j, (img, title) in enumerate(panels):
+        axes[0, j].imshow(np.clip(img[crop], 0, 1), interpolation="nearest", **gray)
+        axes[0, j].set_title(title, fontsize=9)
+        if j >= errors_from:
+            axes[1, j].imshow(err(img), cmap="magma", vmin=0, vmax=vmax, interpolation="nearest")
+        for a in axes[:, j]:
+            a.axis("off")
+    rows, cols = crop
+    box = (cols.start, rows.start), cols.stop - cols.start, rows.stop - rows.start
+    axes[1, 0].imshow(np.clip(x, 0, 1), **gray)
+    axes[1, 0].add_patch(plt.Rectangle(*box, fill=False, ec="yellow", lw=2))
+    axes[1, 0].set_title(f"crop at row {rows.start}, column {cols.start}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def nearest_patches(x: np.ndarray, patch: int, center: tuple[int, int], count: int) -> np.ndarray:
     """Indices of the ``count`` patches of gray ``x`` ``(H, W)`` closest (squared distance) to
     the patch centered at ``center = (row, col)``, itself first. Patch ``(a, b)`` (top-left

@@ -47,6 +47,16 @@ def image(obs: Observation | np.ndarray) -> np.ndarray:
     return obs.y if isinstance(obs, Observation) else obs
 
 
+def noise_level(obs: Observation | np.ndarray, fallback: float | None = None) -> float:
+    """The noise level (0-255) a restorer works at: the observation's ``sigma`` when its task
+    tells it, else ``fallback`` for a bare array, else the paper's estimate from the noisy
+    image alone (:func:`groupsc.noise_level.estimate_noise_level`, Liu et al. 2013)."""
+    from groupsc.noise_level import estimate_noise_level
+
+    told = obs.sigma if isinstance(obs, Observation) else fallback
+    return float(told) if told is not None else estimate_noise_level(image(obs))
+
+
 class TorchRestorer:
     """Wrap an image-to-image ``nn.Module`` taking ``(1, C, H, W)`` into a numpy restorer."""
 
@@ -73,11 +83,8 @@ class BlindRestorer(TorchRestorer):
     last_sigma: float | None = None
 
     def __call__(self, obs: Observation | np.ndarray) -> np.ndarray:
-        from groupsc.noise_level import estimate_noise_level
-
         y = image(obs)
-        known = obs.sigma if isinstance(obs, Observation) else None
-        self.last_sigma = known if known is not None else estimate_noise_level(y)
+        self.last_sigma = noise_level(obs)
         with torch.inference_mode():
             out = self.model(_tensor(y), sigma=self.last_sigma)[0]
         out = out[0] if y.ndim == 2 else out.permute(1, 2, 0)

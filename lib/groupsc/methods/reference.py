@@ -16,6 +16,7 @@ from groupsc.methods.base import (
     Restorer,
     TorchRestorer,
     image,
+    noise_level,
 )
 
 
@@ -53,9 +54,6 @@ def _bm3d(task: str, level: float) -> Restorer:
     Table 1 runs CBM3D); a bare array is taken to be at ``level``."""
     import bm3d
 
-    from groupsc.noise_level import estimate_noise_level
-    from groupsc.physics import Observation
-
     def run(obs) -> np.ndarray:
         y = image(obs)
         if min(y.shape[:2]) < BM3D_MIN_SIZE:
@@ -63,8 +61,7 @@ def _bm3d(task: str, level: float) -> Restorer:
                 f"image {y.shape[:2]} is too small for BM3D (at least {BM3D_MIN_SIZE} x "
                 f"{BM3D_MIN_SIZE} pixels)"
             )
-        told = obs.sigma if isinstance(obs, Observation) else float(level)
-        run.last_sigma = told if told is not None else estimate_noise_level(y)
+        run.last_sigma = noise_level(obs, fallback=float(level))
         sigma = float(run.last_sigma) / 255.0
         if y.ndim == 3:
             return np.asarray(bm3d.bm3d_rgb(y, sigma), dtype=np.float32)

@@ -42,6 +42,7 @@ from groupsc import similarity as SIM
 
 PROXES = ("soft", "group", "csr")
 PROX_EPS = ("authors", "floor")
+MOSAIC_GUIDES = ("mosaic", "bilinear")
 
 # The forward pass of the authors' code (bruno-31/groupsc; ../shared/UPSTREAM_GROUPSC.md), the
 # default, and that of the checkpoints this project trained before these options existed
@@ -60,6 +61,20 @@ LEGACY_FORWARD = {
     "prox_eps": "floor",
     "signed_thresholds": False,
 }
+
+
+def bilinear_fill(y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Bilinear interpolation of the unobserved samples of ``y`` ``(N, C, H, W)`` (``mask``:
+    1 = observed, same shape), channel by channel: the normalised convolution
+    ``(k * (M y)) / (k * M)`` with the tent ``k = [1 2 1]^T [1 2 1]``, observed samples kept.
+    On a Bayer mosaic it is the classical bilinear demosaicking (the mean of the 2 or 4
+    nearest samples of the channel)."""
+    c = y.shape[1]
+    tent = torch.tensor([1.0, 2.0, 1.0], dtype=y.dtype, device=y.device)
+    kernel = (tent[:, None] * tent[None, :]).expand(c, 1, 3, 3)
+    num = torch.nn.functional.conv2d(y * mask, kernel, padding=1, groups=c)
+    den = torch.nn.functional.conv2d(mask, kernel, padding=1, groups=c)
+    return torch.where(mask > 0, y, num / den.clamp_min(1e-12))
 
 
 @dataclass
@@ -117,6 +132,13 @@ class SparseCoding(nn.Module):
     - ``signed_thresholds``: the learned thresholds are used as they are (a negative one
       widens instead of shrinking, as in the authors' code), else clamped at 0.
 
+    Demosaicking (a ``mask`` given to the forward pass): ``mosaic_guide`` is the image the first
+    similarities are measured on. ``"mosaic"``: the observation as it is, zeros where a channel
+    is not sampled (the authors' mosaic model also measures its first similarities on the
+    mosaic, summed over channels); ``"bilinear"``: its bilinear interpolation
+    (:func:`bilinear_fill`), so that two patches compare by content rather than by where
+    their Bayer phases put the zeros. Without a mask it has no effect.
+
     Blind denoising (paper section 3.4): ``noise_bins``, the noise levels (0-255) of a set of
     thresholds each, ``(bins, K, atoms)``, over shared dictionaries; a forward pass takes the
     ``sigma`` of its batch (the true one in training, an estimate at inference) and uses the
@@ -142,6 +164,7 @@ class SparseCoding(nn.Module):
         prox_eps: str = "authors",
         signed_thresholds: bool = True,
         noise_bins: tuple[float, ...] | list[float] | None = None,
+        mosaic_guide: str = "mosaic",
     ) -> None:
         super().__init__()
         if prox not in PROXES:
@@ -150,6 +173,8 @@ class SparseCoding(nn.Module):
             raise ValueError(f"unknown dense_window {dense_window!r}; use one of {SIM.WINDOWS}")
         if prox_eps not in PROX_EPS:
             raise ValueError(f"unknown prox_eps {prox_eps!r}; use one of {PROX_EPS}")
+        if mosaic_guide not in MOSAIC_GUIDES:
+            raise ValueError(f"unknown mosaic_guide {mosaic_guide!r}; use one of {MOSAIC_GUIDES}")
         m = channels * patch * patch
         init = torch.randn(m, atoms) / math.sqrt(m)
         init = init / torch.linalg.matrix_norm(init, ord=2)
@@ -166,6 +191,7 @@ class SparseCoding(nn.Module):
         self.centered_similarity, self.refresh_offset = bool(centered_similarity), refresh_offset
         self.dense_window, self.prox_eps = dense_window, prox_eps
         self.signed_thresholds = bool(signed_thresholds)
+        self.mosaic_guide = mosaic_guide
         if prox != "soft":
             self.kappa = nn.Parameter(torch.ones(m))  # learned distance weights (eq. 12)
             # online averaging weight sigmoid(nu_logit), 0.73 at first as in the authors' code
@@ -290,7 +316,8 @@ class SparseCoding(nn.Module):
         if nonlocal_:
             nu = torch.sigmoid(self.nu_logit)
             tracker = self.make_similarity()
-            enc.sim = tracker.start(y, self.kappa, mu)
+            guide = y if mask is None or self.mosaic_guide == "mosaic" else bilinear_fill(y, mask)
+            enc.sim = tracker.start(guide, self.kappa, mu)
         for k in range(self.steps):
             if k in refresh:
                 enc.sim = tracker.update(self.decode(enc), self.kappa, nu)
