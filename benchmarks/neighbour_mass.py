@@ -5,14 +5,15 @@ Run (the ``neighbour_mass`` stage of ``dvc.yaml``)::
     PYTHONPATH=lib python benchmarks/neighbour_mass.py --images 8 --out results/neighbour_mass.csv
 
 For every GroupSC / CSR run of ``params.yaml`` (``train.runs`` and ``train.finetunes``) with a
-checkpoint: the centre ``window x window`` crops of the first ``--images`` BSD68 images, noisy at
-the run's sigma (the harness's seeded noise), go through the model's unrolled steps as one batch
-of blocks; the similarity of the last refresh gives the neighbour mass
-(:func:`groupsc.similarity.neighbour_mass`: :math:`\\sum_{j \\ne i} \\Sigma_{ji}` averaged over
-the patches; 0 is SC, every neighbour at similarity 1 gives ``candidates``: k - 1 for the k-NN
-models, the whole window for the dense ones; color models see CBSD68 crops). Columns: run,
-kind, graph (dense / knn), forward (authors / legacy), sigma, kappa (mean), candidates,
-neighbour_mass.
+checkpoint: the centre ``window x window`` crops of the harness's observations of the first
+``--images`` images of a test set of the run's task and level (:data:`TEST_SETS`: BSD68 noisy at
+the run's sigma, CBSD68 for color models and mosaics, LIVE1's Y channel for JPEG) go through the
+model's unrolled steps as one batch of blocks; the similarity of the last refresh gives the
+neighbour mass (:func:`groupsc.similarity.neighbour_mass`: :math:`\\sum_{j \\ne i}
+\\Sigma_{ji}` averaged over the patches; 0 is SC, every neighbour at similarity 1 gives
+``candidates``: k - 1 for the k-NN models, the whole window for the dense ones). Columns: run,
+kind, graph (dense / knn), forward (authors / legacy), task, level (sigma, JPEG quality; 0 for
+mosaics), kappa (mean), candidates, neighbour_mass.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ import pandas as pd
 import torch
 
 from groupsc.data import image_paths, load_image
-from groupsc.degradations import degrade
 from groupsc.fit import load_params
 from groupsc.methods.trained import load_trained
 from groupsc.paths import repo_root
+from groupsc.physics import observe
 from groupsc.similarity import neighbour_mass
 
 NON_LOCAL = ("groupsc", "csr")
@@ -41,36 +42,48 @@ def non_local_runs(params: dict) -> list[str]:
     return [name for name, run in runs.items() if run["kind"] in NON_LOCAL]
 
 
-def centre_crops(sigma: float, size: int, n_images: int, color: bool = False) -> torch.Tensor:
-    """``(n, C, size, size)``: centre crops of the first BSD68 images (CBSD68 for ``color``
-    models, C = 3) with the harness's seeded noise."""
-    if color:
-        dataset, mode, task = "CBSD68", "rgb", "color_denoise"
-    else:
-        dataset, mode, task = "BSD68", "gray", "gray_denoise"
-    crops = []
+# The test images each task's models are measured on (a set of the task's evaluation).
+TEST_SETS = {
+    "gray_denoise": ("BSD68", "gray"),
+    "color_denoise": ("CBSD68", "rgb"),
+    "jpeg": ("LIVE1", "y"),
+    "demosaic": ("CBSD68", "rgb"),
+}
+
+
+def centre_crops(
+    task: str, level: float, size: int, n_images: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(n, C, size, size)`` centre crops of the harness's observations (:func:`observe`) of
+    the first images of the task's test set, and of their masks (None but for mosaics)."""
+    dataset, mode = TEST_SETS[task]
+
+    def crop(a: np.ndarray) -> torch.Tensor:
+        top, left = (a.shape[0] - size) // 2, (a.shape[1] - size) // 2
+        a = np.atleast_3d(a[top : top + size, left : left + size])
+        return torch.from_numpy(a.transpose(2, 0, 1).copy()).float()
+
+    crops, masks = [], []
     for path in image_paths(dataset)[:n_images]:
-        noisy = degrade(
-            load_image(path, mode), task, sigma, dataset=dataset, image=path.stem, seed=0
-        )
-        top, left = (noisy.shape[0] - size) // 2, (noisy.shape[1] - size) // 2
-        crop = np.atleast_3d(noisy[top : top + size, left : left + size])
-        crops.append(torch.from_numpy(crop.transpose(2, 0, 1).copy()))
-    return torch.stack(crops).float()
+        obs = observe(load_image(path, mode), task, level, dataset=dataset, image=path.stem)
+        crops.append(crop(obs.y))
+        masks.append(None if obs.mask is None else crop(obs.mask))
+    return torch.stack(crops), None if masks[0] is None else torch.stack(masks)
 
 
 def measure(run: str, n_images: int) -> dict:
     model = load_trained(run).eval()
-    sigma = float(model.train_config["levels"][0])
+    task, level = model.train_config["task"], float(model.train_config["levels"][0])
     with torch.inference_mode():
-        enc = model.encode(centre_crops(sigma, model.window, n_images, model.channels == 3))
+        enc = model.encode(*centre_crops(task, level, model.window, n_images))
     span = model.window - model.patch + 1
     return {
         "run": run,
         "kind": model.prox if model.prox != "group" else "groupsc",
         "graph": "knn" if model.knn is not None else "dense",
         "forward": "authors" if model.centered_similarity else "legacy",
-        "sigma": sigma,
+        "task": task,
+        "level": level,
         "kappa": round(model.kappa.mean().item(), 4),
         "candidates": model.knn["k"] - 1 if model.knn is not None else span * span - 1,
         "neighbour_mass": round(neighbour_mass(enc.sim), 4),
