@@ -1,12 +1,11 @@
 """The first similarities of a mosaic: measured on the mosaic itself or on its bilinear fill.
 
-Run (the ``mosaic_guide`` stage of ``dvc.yaml``)::
+Run (not a DVC stage yet; its output is not committed)::
 
-    PYTHONPATH=lib python benchmarks/mosaic_guide.py --run groupsc-knn_mosaic_0 --images 8 \\
+    PYTHONPATH=lib python benchmarks/mosaic_guide.py --run groupsc-knn_mosaic_0 --images 4 \\
         --out results/mosaic_guide.csv
 
-The trained mosaic GroupSC (``--run``; not trained yet: see the note under ``sc_mosaic_0`` in
-``params.yaml``) restores the harness's observations of the first
+The trained mosaic GroupSC (``--run``) restores the harness's observations of the first
 ``--images`` Kodak24 and McMaster images twice, its weights unchanged: with
 ``mosaic_guide="bilinear"`` (the first similarities on :func:`groupsc.models.sparse.bilinear_fill`
 of the mosaic, as it was trained) and ``"mosaic"`` (on the mosaic itself, zeros where a channel
