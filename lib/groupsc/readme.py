@@ -165,14 +165,24 @@ def speed_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
     return markdown(speed.astype(str).set_index(speed.columns[0]))
 
 
+def _csv_table(name: str, stage: str, index: str) -> str:
+    """``results/<name>`` (written by the DVC stage ``stage``) as a table indexed by ``index``."""
+    path = results_dir() / name
+    if not path.exists():
+        return f"Not measured yet (`dvc repro {stage}`).\n"
+    return markdown(pd.read_csv(path, keep_default_na=False).astype(str).set_index(index))
+
+
 def mass_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
     """How open the groups are: ``results/neighbour_mass.csv`` (the ``neighbour_mass``
     stage) as a table."""
-    path = results_dir() / "neighbour_mass.csv"
-    if not path.exists():
-        return "Not measured yet (`dvc repro neighbour_mass`).\n"
-    mass = pd.read_csv(path).astype(str).set_index("run")
-    return markdown(mass)
+    return _csv_table("neighbour_mass.csv", "neighbour_mass", "run")
+
+
+def kappa_init_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
+    """Dense GroupSC at initialization against kappa: ``results/kappa_init.csv`` (the
+    ``kappa_init`` stage) as a table."""
+    return _csv_table("kappa_init.csv", "kappa_init", "run")
 
 
 TABLES: dict[str, Callable[[pd.DataFrame, pd.DataFrame], str]] = {
@@ -183,6 +193,7 @@ TABLES: dict[str, Callable[[pd.DataFrame, pd.DataFrame], str]] = {
     "demosaic": demosaic_table,
     "budgets": budget_table,
     "mass": mass_table,
+    "kappa_init": kappa_init_table,
     "costs": cost_table,
     "validation": validation_table,
     "speed": speed_table,
