@@ -158,11 +158,7 @@ def validation_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
 def speed_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
     """The ``bench_sparse`` stage (``results/speed/sparse.csv``): the sparse models' seconds
     per BSD68 image and peak memory, each in its own process on the same images."""
-    path = results_dir() / "speed" / "sparse.csv"
-    if not path.exists():
-        return "Not measured yet (`dvc repro bench_sparse`).\n"
-    speed = pd.read_csv(path)
-    return markdown(speed.astype(str).set_index(speed.columns[0]))
+    return _csv_table("speed/sparse.csv", "bench_sparse", "run")
 
 
 def _csv_table(name: str, stage: str, index: str) -> str:
