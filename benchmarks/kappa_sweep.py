@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 
 import torch
+from kappa_init import score  # this folder's script: mean PSNR over (clean, noisy) pairs
 
-from groupsc.data import image_paths, load_image, quantize
+from groupsc.data import image_paths, load_image
 from groupsc.degradations import degrade
 from groupsc.methods.trained import load_trained
-from groupsc.metrics import psnr
 from groupsc.similarity import neighbour_mass
 
 
@@ -30,20 +30,15 @@ def sweep(run: str, n_images: int, scales: list[float]) -> None:
         images.append(
             (clean, degrade(clean, "gray_denoise", sigma, dataset="BSD68", image=path.stem, seed=0))
         )
+    first = torch.as_tensor(images[0][1]).float()[None, None, :56, :56]
     for scale in scales:
         model.kappa.data.copy_(kappa * scale)
-        scores = []
         with torch.no_grad():
-            for i, (clean, obs) in enumerate(images):
-                est = model(torch.as_tensor(obs).float()[None, None])[0, 0].numpy()
-                scores.append(psnr(quantize(est), clean))
-                if i == 0:
-                    mass = neighbour_mass(
-                        model.encode(torch.as_tensor(obs).float()[None, None, :56, :56]).sim
-                    )
+            mass = neighbour_mass(model.encode(first).sim)
+        p = score(model, images)
         print(
             f"{run} kappa x{scale:g} (mean {kappa.mean().item() * scale:.3f}): "
-            f"PSNR {sum(scores) / len(scores):.3f} dB on {len(scores)} BSD68 images, "
+            f"PSNR {p:.3f} dB on {len(images)} BSD68 images, "
             f"neighbour mass {mass:.2f}",
             flush=True,
         )
