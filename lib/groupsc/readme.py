@@ -181,6 +181,18 @@ def kappa_init_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
     return _csv_table("kappa_init.csv", "kappa_init", "run")
 
 
+def scaling_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
+    """Time and peak memory against image size, whole and in tiles: ``results/speed/
+    scaling.csv`` (the ``bench_scaling`` stage)."""
+    return _csv_table("speed/scaling.csv", "bench_scaling", "side")
+
+
+def tiles_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
+    """What tiles cost in PSNR against the whole image, per margin: ``results/speed/
+    tiles.csv`` (the ``bench_scaling`` stage)."""
+    return _csv_table("speed/tiles.csv", "bench_scaling", "dataset")
+
+
 TABLES: dict[str, Callable[[pd.DataFrame, pd.DataFrame], str]] = {
     "gray": gray_table,
     "grouping": grouping_table,
@@ -193,6 +205,8 @@ TABLES: dict[str, Callable[[pd.DataFrame, pd.DataFrame], str]] = {
     "costs": cost_table,
     "validation": validation_table,
     "speed": speed_table,
+    "scaling": scaling_table,
+    "tiles": tiles_table,
 }
 
 
