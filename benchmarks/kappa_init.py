@@ -8,7 +8,8 @@ Each ``RUN`` is a GroupSC run of ``params.yaml`` that starts from a trained SC
 For each kappa the run's initial model is built exactly as ``groupsc.fit`` builds it (the SC's
 weights, its thresholds as the SC used them, ``kappa`` filled), nothing trained, and scored on
 the first N images of ``--dataset`` (a training set by default, so that the choice does not
-look at a test set) with the harness's seeded noise at the run's sigma, beside the SC itself.
+look at a test set) with the harness's observation of the run's task and level (seeded noise
+at its sigma, JPEG at its quality, the mosaic), beside the SC itself.
 ``Sigma_ij = exp(-||diag(kappa)(x_i - x_j)||^2)``: a larger kappa closes the groups; the
 neighbour mass (mean over patches of ``sum_j Sigma_ij``, the first 56 x 56 block of the first
 image) says how open they are.
@@ -24,9 +25,11 @@ import torch
 
 from groupsc import fit as F
 from groupsc.data import image_paths, load_image, quantize
-from groupsc.degradations import degrade
+from groupsc.degradations import task_mode
+from groupsc.methods.base import TorchRestorer, _tensor
 from groupsc.methods.trained import load_trained
 from groupsc.metrics import psnr
+from groupsc.physics import observe
 from groupsc.similarity import neighbour_mass
 from groupsc.train import TrainConfig
 
@@ -45,35 +48,39 @@ def initial_model(name: str, kappa: float) -> tuple[torch.nn.Module, TrainConfig
     return model.eval(), cfg, init_cfg["from_run"]
 
 
-def score(model, images) -> float:
-    """Mean PSNR (dB) of ``model`` over ``images``, a list of (clean, noisy) pairs."""
-    with torch.no_grad():
-        return sum(
-            psnr(quantize(model(torch.as_tensor(y).float()[None, None])[0, 0].numpy()), x)
-            for x, y in images
-        ) / len(images)
+def score(model, pairs) -> float:
+    """Mean PSNR (dB) of ``model`` over ``pairs`` of (clean image, harness observation), each
+    restored as the evaluation restores it (:class:`groupsc.methods.base.TorchRestorer`)."""
+    restore = TorchRestorer(model)
+    return sum(psnr(quantize(restore(obs)), x) for x, obs in pairs) / len(pairs)
+
+
+def first_block_mass(model, obs) -> float:
+    """Neighbour mass of the model's last similarity on the observation's first 56 x 56 block."""
+    crop = (slice(0, 56), slice(0, 56))
+    mask = None if obs.mask is None else _tensor(obs.mask[crop])
+    with torch.inference_mode():
+        return neighbour_mass(model.encode(_tensor(obs.y[crop]), mask).sim)
 
 
 def probe(run: str, kappas: list[float], n_images: int, dataset: str) -> list[dict]:
-    """Rows ``run, sigma, kappa, psnr, gain, mass``: the parent SC first (kappa empty)."""
-    rows, images, sc = [], None, None
+    """Rows ``run, sigma, kappa, psnr, gain, mass``: the parent SC first (kappa empty).
+    ``sigma`` is the run's level (a JPEG quality for JPEG runs), its task's observation."""
+    rows, pairs, sc = [], None, None
     for kappa in kappas:
         model, cfg, parent = initial_model(run, kappa)
-        sigma = float(cfg.levels[0])
-        if images is None:
-            images = []
+        level = float(cfg.levels[0])
+        if pairs is None:
+            pairs = []
             for path in image_paths(dataset)[:n_images]:
-                x = load_image(path, "gray")
-                y = degrade(x, "gray_denoise", sigma, dataset=dataset, image=path.stem, seed=0)
-                images.append((x, y))
-            sc = score(load_trained(parent).eval(), images)
-            rows.append({"run": parent, "sigma": sigma, "kappa": "", "psnr": round(sc, 4),
+                x = load_image(path, task_mode(cfg.task))
+                pairs.append((x, observe(x, cfg.task, level, dataset=dataset, image=path.stem)))
+            sc = score(load_trained(parent), pairs)
+            rows.append({"run": parent, "sigma": level, "kappa": "", "psnr": round(sc, 4),
                          "gain": "", "mass": ""})  # fmt: skip
-        with torch.no_grad():
-            first = torch.as_tensor(images[0][1]).float()[None, None, :56, :56]
-            mass = neighbour_mass(model.encode(first).sim)
-        p = score(model, images)
-        rows.append({"run": run, "sigma": sigma, "kappa": kappa, "psnr": round(p, 4),
+        mass = first_block_mass(model, pairs[0][1])
+        p = score(model, pairs)
+        rows.append({"run": run, "sigma": level, "kappa": kappa, "psnr": round(p, 4),
                      "gain": round(p - sc, 4), "mass": round(mass, 2)})  # fmt: skip
         print(
             f"{run} at init, kappa {kappa:g}: {p:.3f} dB ({p - sc:+.3f} vs {parent}), "
