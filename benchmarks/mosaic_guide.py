@@ -25,7 +25,7 @@ import torch
 
 from groupsc import patches as P
 from groupsc.data import image_paths, load_image, quantize
-from groupsc.methods.base import TorchRestorer
+from groupsc.methods.base import TorchRestorer, _tensor
 from groupsc.methods.trained import load_trained
 from groupsc.metrics import psnr
 from groupsc.models.sparse import MOSAIC_GUIDES, bilinear_fill
@@ -33,10 +33,6 @@ from groupsc.physics import observe
 from groupsc.similarity import neighbour_mass
 
 DATASETS = ("Kodak24", "McMaster")
-
-
-def _tensor(a) -> torch.Tensor:
-    return torch.from_numpy(a.transpose(2, 0, 1).copy())[None]
 
 
 def first_mass(model, y: torch.Tensor, mask: torch.Tensor) -> float:
