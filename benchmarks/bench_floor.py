@@ -120,8 +120,7 @@ def training_rows(runs, threads, reps) -> list[dict]:
     rows = []
     for run in runs:
         model = load_trained(run)
-        cfg = TrainConfig(**{k: v for k, v in model.train_config.items()
-                             if k in TrainConfig.__dataclass_fields__})  # fmt: skip
+        cfg = TrainConfig(**model.train_config)
         opt = make_optimizer(model, cfg)
         batches = iter(range(10**6))
 

@@ -12,12 +12,11 @@ from __future__ import annotations
 import argparse
 
 import torch
-from kappa_init import score  # this folder's script: mean PSNR over (clean, noisy) pairs
+from kappa_init import first_block_mass, score  # this folder's script
 
 from groupsc.data import image_paths, load_image
-from groupsc.degradations import degrade
 from groupsc.methods.trained import load_trained
-from groupsc.similarity import neighbour_mass
+from groupsc.physics import observe
 
 
 def sweep(run: str, n_images: int, scales: list[float]) -> None:
@@ -28,13 +27,11 @@ def sweep(run: str, n_images: int, scales: list[float]) -> None:
     for path in image_paths("BSD68")[:n_images]:
         clean = load_image(path, "gray")
         images.append(
-            (clean, degrade(clean, "gray_denoise", sigma, dataset="BSD68", image=path.stem, seed=0))
+            (clean, observe(clean, "gray_denoise", sigma, dataset="BSD68", image=path.stem))
         )
-    first = torch.as_tensor(images[0][1]).float()[None, None, :56, :56]
     for scale in scales:
         model.kappa.data.copy_(kappa * scale)
-        with torch.no_grad():
-            mass = neighbour_mass(model.encode(first).sim)
+        mass = first_block_mass(model, images[0][1])
         p = score(model, images)
         print(
             f"{run} kappa x{scale:g} (mean {kappa.mean().item() * scale:.3f}): "
