@@ -37,12 +37,19 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("align", [1, 2])
 def test_tile_cores_cover_the_image_once(align):
     cover = np.zeros((301, 517), int)
+    heights, widths = set(), set()
     for (t, b, l, r), (r0, r1, c0, c1) in tile_boxes(cover.shape, 128, 21, align):
-        assert t <= r0 and b >= r1 and l <= c0 and r >= c1
+        assert t <= max(r0 - 21, 0) and b >= min(r1 + 21, 301)  # the margin around the core
+        assert l <= max(c0 - 21, 0) and r >= min(c1 + 21, 517)
         assert r1 - r0 >= 100 and c1 - c0 >= 100  # no sliver cores
         assert t % align == 0 and l % align == 0  # a Bayer mosaic keeps its phase
         cover[r0:r1, c0:c1] += 1
+        heights.add(b - t)
+        widths.add(r - l)
     assert (cover == 1).all()
+    # one window shape (to within align - 1 px at the far border): the models cache index
+    # tensors per shape, and a cache entry per border shape grew the peak memory with the image
+    assert max(heights) - min(heights) < align and max(widths) - min(widths) < align
 
 
 def test_tiles_give_the_whole_image_result_of_a_local_model(noisy, have_data):

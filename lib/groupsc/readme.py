@@ -189,9 +189,14 @@ def mass_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
 
 
 def kappa_init_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
-    """Dense GroupSC at initialization against kappa: ``results/kappa_init.csv`` (the
-    ``kappa_init`` stage) as a table."""
-    return _csv_table("kappa_init.csv", "kappa_init", "run")
+    """Dense GroupSC at initialization against kappa: ``results/kappa_init.csv`` and
+    ``results/kappa_init_jpeg.csv`` (the ``kappa_init`` and ``kappa_init_jpeg`` stages), one
+    table."""
+    paths = [results_dir() / f for f in ("kappa_init.csv", "kappa_init_jpeg.csv")]
+    frames = [pd.read_csv(p, keep_default_na=False).astype(str) for p in paths if p.exists()]
+    if not frames:
+        return "Not measured yet (`dvc repro kappa_init kappa_init_jpeg`).\n"
+    return markdown(pd.concat(frames).set_index("run"))
 
 
 def scaling_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
@@ -204,6 +209,12 @@ def tiles_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
     """What tiles cost in PSNR against the whole image, per margin: ``results/speed/
     tiles.csv`` (the ``bench_scaling`` stage)."""
     return _csv_table("speed/tiles.csv", "bench_scaling", "dataset")
+
+
+def floor_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
+    """Each model against its GEMM floor and BM3D, inference and training, in one run:
+    ``results/speed/floor.csv`` (the ``bench_floor`` stage)."""
+    return _csv_table("speed/floor.csv", "bench_floor", "case")
 
 
 TABLES: dict[str, Callable[[pd.DataFrame, pd.DataFrame], str]] = {
@@ -220,6 +231,7 @@ TABLES: dict[str, Callable[[pd.DataFrame, pd.DataFrame], str]] = {
     "speed": speed_table,
     "scaling": scaling_table,
     "tiles": tiles_table,
+    "floor": floor_table,
 }
 
 

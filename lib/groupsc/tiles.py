@@ -1,7 +1,8 @@
 """Restoring a large image tile by tile, so that memory is bounded by the tile, not the image.
 
-The image is cut into ``tile x tile`` cores; each core is restored with ``margin`` pixels of
-context on every side (clipped at the image border) and only its core is kept. A method whose
+The image is cut into ``tile x tile`` cores; each core is restored with at least ``margin``
+pixels of context on every side (clipped at the image border; all windows have one shape, so
+border windows reach further inside) and only its core is kept. A method whose
 output at a pixel depends on the input within ``margin`` pixels gives exactly its whole-image
 result (SC: a 9 x 9 patch model, so ``margin >= 8``); the non-local models look further (a
 neighbour search, refreshed similarities), so their tiled result is close, not equal.
@@ -25,19 +26,36 @@ def _cuts(size: int, tile: int, align: int = 1) -> list[int]:
     return sorted({0, *(e for e in inner if 0 < e < size), size})
 
 
+def _windows(cuts: list[int], size: int, margin: int, align: int) -> list[tuple[int, int]]:
+    """Per core ``[c0, c1)`` of ``cuts``, the window ``[top, bottom)`` read around it: the core
+    with ``margin`` on each side, all windows of one length (the longest core + 2 margins, at
+    most ``size``), shifted inside the image at its borders (more context there, and one shape
+    for every tile: the models cache index tensors per shape); tops on multiples of ``align``."""
+    length = min(size, max(b - a for a, b in zip(cuts[:-1], cuts[1:], strict=True)) + 2 * margin)
+    out = []
+    for c0, c1 in zip(cuts[:-1], cuts[1:], strict=True):
+        top = align * (max(0, min(c0 - margin, size - length)) // align)
+        bottom = size if top + length > size - align else top + length
+        out.append((top, max(bottom, min(c1 + margin, size))))
+    return out
+
+
 def tile_boxes(
     shape: tuple[int, int], tile: int, margin: int, align: int = 1
 ) -> Iterator[tuple[tuple, tuple]]:
     """Per tile, row-major: the window read ``(top, bottom, left, right)`` and the core kept
-    ``(r0, r1, c0, c1)``, both in image coordinates; the cores cover the image once. With
+    ``(r0, r1, c0, c1)``, both in image coordinates; the cores cover the image once, each
+    window holds its core and ``margin`` pixels around it (clipped at the image border), and the
+    windows share one shape (to within ``align - 1`` pixels at the far borders). With
     ``align`` (2 for a Bayer mosaic) every window starts on a multiple of it."""
     h, w = shape
     margin = align * -(-margin // align)
     rows, cols = _cuts(h, tile, align), _cuts(w, tile, align)
-    for r0, r1 in zip(rows[:-1], rows[1:], strict=True):
-        for c0, c1 in zip(cols[:-1], cols[1:], strict=True):
-            top, left = max(r0 - margin, 0), max(c0 - margin, 0)
-            yield (top, min(r1 + margin, h), left, min(c1 + margin, w)), (r0, r1, c0, c1)
+    row_windows = _windows(rows, h, margin, align)
+    col_windows = _windows(cols, w, margin, align)
+    for (r0, r1), (top, bottom) in zip(zip(rows[:-1], rows[1:]), row_windows, strict=True):
+        for (c0, c1), (left, right) in zip(zip(cols[:-1], cols[1:]), col_windows, strict=True):
+            yield (top, bottom, left, right), (r0, r1, c0, c1)
 
 
 def restore_tiled(
