@@ -217,6 +217,32 @@ def floor_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
     return _csv_table("speed/floor.csv", "bench_floor", "case")
 
 
+def speed_brief_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
+    """The README's speed lines: one BSD68 image per model against BM3D and the model's GEMM
+    floor (``results/speed/floor.csv``), and the largest image restored in tiles
+    (``results/speed/scaling.csv``)."""
+    floor, scaling = results_dir() / "speed/floor.csv", results_dir() / "speed/scaling.csv"
+    if not floor.exists():
+        return "Not measured yet (`dvc repro bench_floor bench_scaling`).\n"
+    f = pd.read_csv(floor, keep_default_na=False)
+    f = f[f.case == "inference"]
+    table = pd.DataFrame({
+        "model": f.run, "threads": f.threads, "s / BSD68 image": f.seconds,
+        "× BM3D": f.x_bm3d, "× its GEMM floor": f.x_floor.replace("", "-"), "PSNR (dB)": f.psnr,
+    }).astype(str)  # fmt: skip
+    text = markdown(table.set_index("model"))
+    if scaling.exists():
+        s = pd.read_csv(scaling)
+        big = s[s["mode"].str.startswith("tiles")].sort_values("side").iloc[-1]
+        text += (
+            f"\nIn tiles ({big['mode'][6:]} px) a {big.side} × {big.side} image takes "
+            f"{big.seconds:.0f} s at {big.threads} thread{'s' if big.threads > 1 else ''} and "
+            f"{big.peak_mb} MB at most "
+            f"({big.run}).\n"
+        )
+    return text
+
+
 TABLES: dict[str, Callable[[pd.DataFrame, pd.DataFrame], str]] = {
     "gray": gray_table,
     "grouping": grouping_table,
@@ -232,6 +258,7 @@ TABLES: dict[str, Callable[[pd.DataFrame, pd.DataFrame], str]] = {
     "scaling": scaling_table,
     "tiles": tiles_table,
     "floor": floor_table,
+    "speed_brief": speed_brief_table,
 }
 
 

@@ -51,10 +51,12 @@ def tile_boxes(
     h, w = shape
     margin = align * -(-margin // align)
     rows, cols = _cuts(h, tile, align), _cuts(w, tile, align)
+    row_cores = list(zip(rows[:-1], rows[1:], strict=True))
+    col_cores = list(zip(cols[:-1], cols[1:], strict=True))
     row_windows = _windows(rows, h, margin, align)
     col_windows = _windows(cols, w, margin, align)
-    for (r0, r1), (top, bottom) in zip(zip(rows[:-1], rows[1:]), row_windows, strict=True):
-        for (c0, c1), (left, right) in zip(zip(cols[:-1], cols[1:]), col_windows, strict=True):
+    for (r0, r1), (top, bottom) in zip(row_cores, row_windows, strict=True):
+        for (c0, c1), (left, right) in zip(col_cores, col_windows, strict=True):
             yield (top, bottom, left, right), (r0, r1, c0, c1)
 
 
