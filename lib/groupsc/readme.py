@@ -174,12 +174,14 @@ def speed_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
     return _csv_table("speed/sparse.csv", "bench_sparse", "run")
 
 
-def _csv_table(name: str, stage: str, index: str) -> str:
-    """``results/<name>`` (written by the DVC stage ``stage``) as a table indexed by ``index``."""
-    path = results_dir() / name
-    if not path.exists():
+def _csv_table(name: str | tuple[str, ...], stage: str, index: str) -> str:
+    """``results/<name>`` (written by the DVC stage(s) ``stage``) as a table indexed by
+    ``index``; several names: their rows one after the other, those that exist."""
+    paths = [results_dir() / n for n in ((name,) if isinstance(name, str) else name)]
+    frames = [pd.read_csv(p, keep_default_na=False).astype(str) for p in paths if p.exists()]
+    if not frames:
         return f"Not measured yet (`dvc repro {stage}`).\n"
-    return markdown(pd.read_csv(path, keep_default_na=False).astype(str).set_index(index))
+    return markdown(pd.concat(frames).set_index(index))
 
 
 def mass_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
@@ -192,11 +194,8 @@ def kappa_init_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
     """Dense GroupSC at initialization against kappa: ``results/kappa_init.csv`` and
     ``results/kappa_init_jpeg.csv`` (the ``kappa_init`` and ``kappa_init_jpeg`` stages), one
     table."""
-    paths = [results_dir() / f for f in ("kappa_init.csv", "kappa_init_jpeg.csv")]
-    frames = [pd.read_csv(p, keep_default_na=False).astype(str) for p in paths if p.exists()]
-    if not frames:
-        return "Not measured yet (`dvc repro kappa_init kappa_init_jpeg`).\n"
-    return markdown(pd.concat(frames).set_index("run"))
+    names = ("kappa_init.csv", "kappa_init_jpeg.csv")
+    return _csv_table(names, "kappa_init kappa_init_jpeg", "run")
 
 
 def scaling_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:

@@ -207,11 +207,18 @@ def load_model(
 
 
 # -- images ---------------------------------------------------------------------------------
+# Tiles of 160 px with 8 px of context: under 1 GB for the k-NN GroupSC at any image size,
+# within 0.004 dB of the whole image (the bench_scaling stage, docs/costs.md)
+TILE, MARGIN = 160, 8
 LUMA_TO_RGB = 255.0 / 219.0  # MATLAB's ycbcr2rgb: a change dY of Y moves R, G and B by this x dY
 
 
 def restore_pixels(
-    model: Model, pixels: np.ndarray, tile: int = 160, margin: int = 8, progress: bool = True
+    model: Model,
+    pixels: np.ndarray,
+    tile: int = TILE,
+    margin: int = MARGIN,
+    progress: bool = True,
 ) -> tuple[np.ndarray, list[str]]:
     """``model`` applied to ``pixels`` (float in [0, 1], gray or RGB), converted as it needs
     (module docstring), in tiles; returns the estimate (the input's shape) and notes."""
@@ -358,9 +365,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sigma", type=_sigma_arg, help="noise sigma on 0-255, or 'auto'")
     parser.add_argument("--quality", type=int, help="the input's JPEG quality (JPEG models)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    parser.add_argument("--tile", type=int, default=160, help="tile side in pixels (160)")
+    parser.add_argument("--tile", type=int, default=TILE, help=f"tile side in pixels ({TILE})")
     parser.add_argument(
-        "--margin", type=int, default=8, help="context around a tile (8; docs/costs.md)"
+        "--margin", type=int, default=MARGIN, help=f"context around a tile ({MARGIN})"
     )
     parser.add_argument("--list", action="store_true", help="list the models and exit")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -26,14 +26,16 @@ def _cuts(size: int, tile: int, align: int = 1) -> list[int]:
     return sorted({0, *(e for e in inner if 0 < e < size), size})
 
 
-def _windows(cuts: list[int], size: int, margin: int, align: int) -> list[tuple[int, int]]:
-    """Per core ``[c0, c1)`` of ``cuts``, the window ``[top, bottom)`` read around it: the core
-    with ``margin`` on each side, all windows of one length (the longest core + 2 margins, at
-    most ``size``), shifted inside the image at its borders (more context there, and one shape
-    for every tile: the models cache index tensors per shape); tops on multiples of ``align``."""
-    length = min(size, max(b - a for a, b in zip(cuts[:-1], cuts[1:], strict=True)) + 2 * margin)
+def _windows(
+    cores: list[tuple[int, int]], size: int, margin: int, align: int
+) -> list[tuple[int, int]]:
+    """Per core ``[c0, c1)``, the window ``[top, bottom)`` read around it: the core with
+    ``margin`` on each side, all windows of one length (the longest core + 2 margins, at most
+    ``size``), shifted inside the image at its borders (more context there, and one shape for
+    every tile: the models cache index tensors per shape); tops on multiples of ``align``."""
+    length = min(size, max(c1 - c0 for c0, c1 in cores) + 2 * margin)
     out = []
-    for c0, c1 in zip(cuts[:-1], cuts[1:], strict=True):
+    for c0, c1 in cores:
         top = align * (max(0, min(c0 - margin, size - length)) // align)
         bottom = size if top + length > size - align else top + length
         out.append((top, max(bottom, min(c1 + margin, size))))
@@ -53,8 +55,8 @@ def tile_boxes(
     rows, cols = _cuts(h, tile, align), _cuts(w, tile, align)
     row_cores = list(zip(rows[:-1], rows[1:], strict=True))
     col_cores = list(zip(cols[:-1], cols[1:], strict=True))
-    row_windows = _windows(rows, h, margin, align)
-    col_windows = _windows(cols, w, margin, align)
+    row_windows = _windows(row_cores, h, margin, align)
+    col_windows = _windows(col_cores, w, margin, align)
     for (r0, r1), (top, bottom) in zip(row_cores, row_windows, strict=True):
         for (c0, c1), (left, right) in zip(col_cores, col_windows, strict=True):
             yield (top, bottom, left, right), (r0, r1, c0, c1)
