@@ -52,6 +52,7 @@ def test_every_notebook_stage_and_the_summary_are_traced():
     notebooks = {s.addressing for s in STAGES if "papermill" in s.cmd}
     assert notebooks and notebooks <= names
     assert "summary" in names
+    assert "neighbour_mass" in names  # one checkpoint per non-local run of params.yaml
 
 
 def test_the_site_depends_on_every_notebook_and_page():

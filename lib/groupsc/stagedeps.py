@@ -51,6 +51,18 @@ PYTHON_PROBES = {
         "import groupsc.results as R\nR.comparison(R.build_summary(), metrics=('psnr', 'psnrb'))\n"
     ),
 }
+# Scripts (repo-relative) probed the same way: what they read depends on params.yaml (one
+# checkpoint per run), which no static closure sees.
+SCRIPT_PROBES = {
+    "benchmarks/neighbour_mass.py": (
+        "import sys\nsys.path.insert(0, 'benchmarks')\nimport neighbour_mass as N\n"
+        "from groupsc.fit import load_params\nfrom groupsc.methods.trained import load_trained\n"
+        "from groupsc.paths import repo_root\n"
+        "for run in N.non_local_runs(load_params()):\n"
+        "    if (repo_root() / 'checkpoints' / run / 'model.pt').exists():  # as the script\n"
+        "        load_trained(run)\n"
+    ),
+}
 
 
 # --------------------------------------------------------------------------- import closure
@@ -480,15 +492,22 @@ def trace_python(code: str, cwd: str | Path) -> dict[str, list[str]]:
 
 
 def _probe(stage) -> str | None:
-    """The :data:`PYTHON_PROBES` code for the stage's ``python -m`` module, if it has one."""
-    for module in stage_entry_points(stage).modules:
+    """The probe code of the stage's ``python -m`` module (:data:`PYTHON_PROBES`) or script
+    (:data:`SCRIPT_PROBES`), if it has one."""
+    ep = stage_entry_points(stage)
+    for module in ep.modules:
         if module in PYTHON_PROBES:
             return PYTHON_PROBES[module]
+    root = _stage_root(stage)
+    for script in ep.files:
+        if (rel := _relative(script, root)) in SCRIPT_PROBES:
+            return SCRIPT_PROBES[rel]
     return None
 
 
 def traceable(stage) -> bool:
-    """Whether :func:`traced_reads` can run the stage: a notebook, or a probed module."""
+    """Whether :func:`traced_reads` can run the stage: a notebook, or a probed module or
+    script."""
     return bool(stage_entry_points(stage).notebooks) or _probe(stage) is not None
 
 
