@@ -61,6 +61,25 @@ def test_evaluate_writes_csv_and_record(tmp_path, have_data):
     assert (rows.source == "released").all() and (rows.n_images == 2).all()
 
 
+def test_a_stated_subset_sits_beside_the_full_evaluations_on_the_same_images(tmp_path, have_data):
+    sub, full = tmp_path / "subset", tmp_path / "full"
+    ev.evaluate("input", "jpeg", "Classic5", 10, limit=2, out_dir=sub, progress=False)
+    whole, _ = ev.evaluate("input", "jpeg", "Classic5", 10, out_dir=full, progress=False)
+    rows = results.subset_rows(sub, full)
+    assert set(rows.dataset) == {"Classic5 (first 2)"} and (rows.n_images == 2).all()
+    psnr = rows[rows.metric == "psnr"]
+    assert len(psnr) == 2  # the subset's own record and the full one over the same images
+    # the harness seeds each image: the full evaluation's first two images are the subset's
+    assert psnr.value.iloc[0] == pytest.approx(psnr.value.iloc[1], abs=1e-9)
+    assert psnr.value.iloc[0] == pytest.approx(whole.psnr.iloc[:2].mean(), abs=1e-5)  # CSV digits
+    assert psnr.value.iloc[0] != pytest.approx(whole.psnr.mean(), abs=1e-3)
+    assert "its mean over the images of" in psnr.budget.iloc[1]
+    csv = full / "input__jpeg__Classic5__10.csv"
+    pd.read_csv(csv).iloc[1:].to_csv(csv, index=False)  # a full record lacking a subset image
+    with pytest.raises(ValueError, match="lacks images of the subset"):
+        results.subset_rows(sub, full)
+
+
 def test_killed_evaluation_resumes_where_it_stopped(tmp_path, have_data, monkeypatch):
     whole, rec_whole = ev.evaluate("input", "gray_denoise", "Set12", 25, limit=3, progress=False)
     real = get_method("input", "gray_denoise", 25)

@@ -40,3 +40,22 @@ def test_prose_outside_the_blocks_is_kept_and_unknown_blocks_are_refused():
     assert readme.rewrite(text, {"gray": "new\n"}) == text.replace("old\n", "new\n")
     with pytest.raises(KeyError, match="unknown table 'nope'"):
         readme.rewrite("<!-- table:nope -->\n<!-- /table:nope -->", {"gray": ""}, "README.md")
+
+
+def test_a_stated_subset_gets_its_own_table_and_grouping_rows():
+    summary = pd.read_csv(results_dir() / "summary.csv")
+    subset = "CBSD68 (first 10)"
+    extra = pd.DataFrame(
+        [
+            {"method": m, "source": "trained", "task": "color_denoise", "dataset": subset,
+             "level": 25.0, "metric": "psnr", "value": v, "n_images": 10, "params": "",
+             "budget": "test"}
+            for m, v in (("SC", 30.0), ("GroupSC", 30.4))
+        ]
+    )  # fmt: skip
+    tables = readme.render(pd.concat([summary, extra], ignore_index=True))
+    # the paper's gain is that of the whole set (CBSD68, sigma 25: 31.44 - 30.94)
+    assert f"| {subset} | 25 | 30.00 | - | 30.40 (+0.40) | +0.50 |" in tables["grouping"]
+    assert "On a stated subset" in tables["color"] and f"| {subset} σ = 25" in tables["color"]
+    whole = summary[~summary.dataset.str.contains(" (first ", regex=False)]
+    assert "stated subset" not in readme.render(whole)["color"]

@@ -132,9 +132,65 @@ def _lineage(rec: dict, finetunes: dict) -> str:
     return f"; started from {' <- '.join(chain)}: {total:.0f} min in all"
 
 
+CSV_METRICS = {"psnr": "psnr", "ssim": "ssim", "psnrb": "psnrb", "seconds": "sec_per_image"}
+
+
+def subset_label(dataset: str, n: int) -> str:
+    """The dataset name of a stated subset: ``CBSD68 (first 10)``."""
+    return f"{dataset} (first {n})"
+
+
+def subset_rows(folder: str | Path | None = None, full: str | Path | None = None) -> pd.DataFrame:
+    """Rows of the stated-subset evaluations (``results/subset``: the ``evaluate_subset``
+    stage, ``--limit N``), for a model too slow for a whole set, under the dataset
+    :func:`subset_label`; beside it, every full evaluation of ``full`` (results/per_image)
+    with the same task, dataset and level, averaged over the same images (the harness seeds
+    each image's observation, so the inputs are the same): the figures it is compared with.
+    """
+    folder = Path(folder) if folder else results_dir() / "subset"
+    full = Path(full) if full else results_dir() / "per_image"
+    finetunes = finetuned_runs(load_params())
+    rows, done = [], set()
+
+    def add(rec: dict, table: pd.DataFrame, label: str, budget: str) -> None:
+        for column, metric in CSV_METRICS.items():
+            values = table[column].dropna() if column in table else pd.Series(dtype=float)
+            if len(values) == len(table):
+                rows.append(
+                    {"method": rec["method"], "source": rec["source"], "task": rec["task"],
+                     "dataset": label, "level": float(rec["level"]), "metric": metric,
+                     "value": float(values.mean()), "n_images": len(table),
+                     "params": rec.get("params", ""), "budget": budget}
+                )  # fmt: skip
+
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        rec = json.loads(path.read_text())
+        table = pd.read_csv(path.with_suffix(".csv"))
+        names = list(table.name.astype(str))
+        label = subset_label(rec["dataset"], len(names))
+        add(rec, table, label, rec.get("budget", "") + _lineage(rec, finetunes))
+        setting = (rec["task"], rec["dataset"], float(rec["level"]), tuple(names))
+        if setting in done:
+            continue
+        done.add(setting)
+        for other in sorted(full.glob("*.json")):
+            orec = json.loads(other.read_text())
+            if (orec["task"], orec["dataset"], float(orec["level"])) != setting[:3]:
+                continue
+            otable = pd.read_csv(other.with_suffix(".csv"))
+            otable = otable[otable.name.astype(str).isin(names)]
+            if len(otable) != len(names):
+                raise ValueError(f"{other} lacks images of the subset {path.name}: re-run it")
+            budget = orec.get("budget", "") + _lineage(orec, finetunes)
+            add(orec, otable, label, f"{budget}; its mean over the images of {path.stem}")
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
 def build_summary() -> pd.DataFrame:
-    """Published + measured rows, sorted, with the fixed column order."""
-    df = pd.concat([published_rows(), measured_rows()], ignore_index=True)[COLUMNS]
+    """Published + measured rows (the full evaluations and the stated subsets), sorted, with
+    the fixed column order."""
+    frames = [published_rows(), measured_rows(), subset_rows()]
+    df = pd.concat([f for f in frames if not f.empty], ignore_index=True)[COLUMNS]
     df["n_images"] = df.n_images.astype("Int64")
     return df.sort_values(["task", "dataset", "level", "metric", "source", "method"], kind="stable")
 
