@@ -21,7 +21,13 @@ from collections.abc import Callable
 import pandas as pd
 
 from groupsc.paths import repo_root, results_dir
-from groupsc.results import comparison, one_published, psnr_table, setting_label
+from groupsc.results import (
+    comparison,
+    one_published,
+    psnr_table,
+    setting_label,
+    subsets_of,
+)
 
 FILES = ("README.md", "docs/results.md", "docs/training.md", "docs/costs.md", "docs/harness.md")
 BLOCK = re.compile(
@@ -75,16 +81,6 @@ def color_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
             + _grid(comp, ("color_denoise",), subsets)
         )
     return text
-
-
-def subsets_of(comp: pd.DataFrame, task: str, datasets: tuple[str, ...]) -> tuple[str, ...]:
-    """The stated subsets (``CBSD68 (first 10)``, :func:`groupsc.results.subset_label`) of
-    ``datasets`` measured for ``task``, in the order of ``datasets``."""
-    names = set(comp[comp.task == task].dataset)
-    return tuple(
-        name for base in datasets for name in sorted(names)
-        if name.startswith(f"{base} (first ")
-    )  # fmt: skip
 
 
 def demosaic_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:

@@ -140,6 +140,17 @@ def subset_label(dataset: str, n: int) -> str:
     return f"{dataset} (first {n})"
 
 
+def subsets_of(comp: pd.DataFrame, task: str, datasets: tuple[str, ...]) -> tuple[str, ...]:
+    """The stated subsets (``CBSD68 (first 10)``, :func:`subset_label`) of ``datasets``
+    measured for ``task`` in ``comp`` (summary or comparison rows), in the order of
+    ``datasets``."""
+    names = set(comp[comp.task == task].dataset)
+    return tuple(
+        name for base in datasets for name in sorted(names)
+        if name.startswith(f"{base} (first ")
+    )  # fmt: skip
+
+
 def subset_rows(folder: str | Path | None = None, full: str | Path | None = None) -> pd.DataFrame:
     """Rows of the stated-subset evaluations (``results/subset``: the ``evaluate_subset``
     stage, ``--limit N``), for a model too slow for a whole set, under the dataset
