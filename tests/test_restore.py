@@ -177,6 +177,19 @@ def test_list_names_every_model_with_its_weights_and_psnr(have_data):
     assert (cards[cards.model == "dncnn-s"].level.tolist()) == ["15", "25", "50"]
 
 
+def test_a_model_measured_on_a_stated_subset_only_lists_that_figure():
+    import pandas as pd
+
+    row = {"method": "GroupSC", "source": "trained", "task": "color_denoise", "level": 25.0,
+           "metric": "psnr"}  # fmt: skip
+    summary = pd.DataFrame([row | {"dataset": "CBSD68 (first 10)", "value": 30.81}])
+    info = R.method_info("groupsc")
+    assert R._measured_psnr(summary, info, "color_denoise", 25.0) == "CBSD68 (first 10) 25: 30.81"
+    both = pd.concat([summary, pd.DataFrame([row | {"dataset": "CBSD68", "value": 30.9}])])
+    assert R._measured_psnr(both, info, "color_denoise", 25.0) == "CBSD68 25: 30.90"
+    assert R._measured_psnr(summary, info, "color_denoise", 15.0) == "-"
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -23,6 +23,7 @@ import pandas as pd
 from groupsc.paths import repo_root, results_dir
 from groupsc.results import (
     comparison,
+    derived,
     one_published,
     psnr_table,
     setting_label,
@@ -144,6 +145,7 @@ def _gain_rows(here: pd.DataFrame, published: pd.DataFrame, dataset: str) -> lis
 
 def budget_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
     """Every model trained here: its training budget and its seconds per BSD68 image."""
+    summary = summary[~derived(summary)]
     trained = summary[(summary.source == "trained") & (summary.metric == "psnr")]
     sec = summary[summary.metric == "sec_per_image"]
     lines = ["| method | task | level | budget | s/image |", "|---|---|---|---|---|"]
@@ -158,6 +160,7 @@ def cost_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
     """CPU time of every evaluation in the summary (seconds per image x images, the threads
     it ran with in its record) and of every training (``train.json``), in minutes."""
     rows = summary[(summary.metric == "sec_per_image") & summary.n_images.notna()]
+    rows = rows[~derived(rows)]  # a subset mean of a full evaluation: no CPU of its own
     rows = rows.assign(minutes=rows.value * rows.n_images.astype(float) / 60)
     lines = ["| evaluation | images | s/image | minutes |", "|---|---|---|---|"]
     for r in rows.sort_values(["task", "method", "dataset", "level"]).itertuples():

@@ -286,16 +286,23 @@ def _released_weights(key: str, level: float | None) -> Path | None:
 
 def _measured_psnr(summary, info: MethodInfo, task: str, level: float | None) -> str:
     """The harness's PSNR of ``info`` on BSD68 (gray) or CBSD68 (color) at ``level`` (25 for
-    level-free models), or Classic5 at quality ``level`` for JPEG."""
+    level-free models), or Classic5 at quality ``level`` for JPEG; for a model evaluated on a
+    stated subset only (``CBSD68 (first 10)``), its figure there."""
     dataset = {"jpeg": "Classic5", "gray_denoise": "BSD68"}.get(task, "CBSD68")
     default = {"jpeg": 10.0, "demosaic": 0.0}.get(task, 25.0)
     at = default if level is None else level
     rows = summary[
         (summary.method == info.name) & (summary.source != "published") & (summary.task == task)
-        & (summary.dataset == dataset) & (summary.level == at) & (summary.metric == "psnr")
+        & (summary.level == at) & (summary.metric == "psnr")
     ]  # fmt: skip
-    where = dataset if task == "demosaic" else f"{dataset} {at:g}"
-    return f"{where}: {rows.value.iloc[0]:.2f}" if len(rows) else "-"
+    names = rows.dataset.astype(str)
+    whole, subset = rows[names == dataset], rows[names.str.startswith(f"{dataset} (first ")]
+    rows = whole if len(whole) else subset
+    if not len(rows):
+        return "-"
+    where = rows.dataset.iloc[0]
+    where = where if task == "demosaic" else f"{where} {at:g}"
+    return f"{where}: {rows.value.iloc[0]:.2f}"
 
 
 def _listed_tasks(info: MethodInfo) -> list[str]:

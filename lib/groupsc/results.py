@@ -135,6 +135,15 @@ def _lineage(rec: dict, finetunes: dict) -> str:
 CSV_METRICS = {"psnr": "psnr", "ssim": "ssim", "psnrb": "psnrb", "seconds": "sec_per_image"}
 
 
+DERIVED = "its mean over the images of"  # in the budget of a full record's subset mean
+
+
+def derived(df: pd.DataFrame) -> pd.Series:
+    """Rows that average a full evaluation over a stated subset (:func:`subset_rows`): the
+    same measurement again, so never counted twice (CPU costs, budgets)."""
+    return df.budget.fillna("").astype(str).str.contains(DERIVED, regex=False)
+
+
 def subset_label(dataset: str, n: int) -> str:
     """The dataset name of a stated subset: ``CBSD68 (first 10)``."""
     return f"{dataset} (first {n})"
@@ -193,7 +202,7 @@ def subset_rows(folder: str | Path | None = None, full: str | Path | None = None
             if len(otable) != len(names):
                 raise ValueError(f"{other} lacks images of the subset {path.name}: re-run it")
             budget = orec.get("budget", "") + _lineage(orec, finetunes)
-            add(orec, otable, label, f"{budget}; its mean over the images of {path.stem}")
+            add(orec, otable, label, f"{budget}; {DERIVED} {path.stem}")
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
