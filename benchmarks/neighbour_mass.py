@@ -7,7 +7,8 @@ Run (the ``neighbour_mass`` stage of ``dvc.yaml``)::
 For every GroupSC / CSR run of ``params.yaml`` (``train.runs`` and ``train.finetunes``) with a
 checkpoint: the centre ``window x window`` crops of the harness's observations of the first
 ``--images`` images of a test set of the run's task and level (:data:`TEST_SETS`: BSD68 noisy at
-the run's sigma, CBSD68 for color models and mosaics, LIVE1's Y channel for JPEG) go through the
+the run's sigma, CBSD68 for color models and mosaics (a blind model: at its middle noise
+bin, told that sigma), LIVE1's Y channel for JPEG) go through the
 model's unrolled steps as one batch of blocks; the similarity of the last refresh gives the
 neighbour mass (:func:`groupsc.similarity.neighbour_mass`: :math:`\\sum_{j \\ne i}
 \\Sigma_{ji}` averaged over the patches; 0 is SC, every neighbour at similarity 1 gives
@@ -48,6 +49,7 @@ TEST_SETS = {
     "color_denoise": ("CBSD68", "rgb"),
     "jpeg": ("LIVE1", "y"),
     "demosaic": ("CBSD68", "rgb"),
+    "blind_color_denoise": ("CBSD68", "rgb"),
 }
 
 
@@ -73,9 +75,10 @@ def centre_crops(
 
 def measure(run: str, n_images: int) -> dict:
     model = load_trained(run).eval()
-    task, level = model.train_config["task"], float(model.train_config["levels"][0])
+    task, levels = model.train_config["task"], model.train_config["levels"]
+    level = float(levels[len(levels) // 2])  # a blind model: its middle bin, told the true sigma
     with torch.inference_mode():
-        enc = model.encode(*centre_crops(task, level, model.window, n_images))
+        enc = model.encode(*centre_crops(task, level, model.window, n_images), sigma=level)
     span = model.window - model.patch + 1
     return {
         "run": run,

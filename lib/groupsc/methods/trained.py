@@ -177,13 +177,13 @@ METHODS: dict[str, tuple[MethodInfo, Builder]] = {
         _trained("groupsc"),
     ),
     # The fast variant (k nearest patches within a small radius, sparse products); compared
-    # with the paper's (dense) GroupSC figures.
+    # with the paper's (dense) GroupSC figures. It also denoises color blindly (groupsc-knn_cblind).
     "groupsc-knn": (
         MethodInfo(
             "groupsc-knn",
             "GroupSC (k-NN)",
             "trained",
-            SPARSE_TASKS,
+            (*SPARSE_TASKS, *ONE_MODEL_TASKS),
             published_names=("GroupSC",),
         ),
         _trained("groupsc-knn"),
