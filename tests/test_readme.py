@@ -68,3 +68,22 @@ def test_a_stated_subset_gets_its_own_table_and_grouping_rows():
     assert f"SC, {subset}" not in tables["costs"].replace(f"GroupSC, {subset}", "")
     whole = summary[~summary.dataset.str.contains(" (first ", regex=False)]
     assert "stated subset" not in readme.render(whole)["color"]
+
+
+def test_blind_models_get_their_own_grouping_rows_and_cbm3d_its_note():
+    summary = pd.read_csv(results_dir() / "summary.csv")
+    summary = summary[summary.task != "blind_color_denoise"]
+    extra = pd.DataFrame(
+        [
+            {"method": m, "source": s, "task": "blind_color_denoise", "dataset": "CBSD68",
+             "level": 15.0, "metric": "psnr", "value": v, "n_images": 68, "params": "",
+             "budget": "test"}
+            for m, s, v in (("SC", "trained", 33.0), ("GroupSC (k-NN)", "trained", 33.2),
+                            ("BM3D", "released", 33.5))
+        ]
+    )  # fmt: skip
+    tables = readme.render(pd.concat([summary, extra], ignore_index=True))
+    assert "| CBSD68, blind | 15 | 33.00 | 33.20 (+0.20) | - |" in tables["grouping"]
+    assert "BM3D is CBM3D given the σ estimated from the noisy image" in tables["color"]
+    without = readme.render(pd.concat([summary, extra[extra.method != "BM3D"]]))
+    assert "CBM3D" not in without["color"].split("Blind")[1].splitlines()[0]
