@@ -54,7 +54,16 @@ def test_blind_training_batches_share_a_level_and_train_that_bin_only():
         _Estimate(model)(mixed[1], mixed[2])
 
 
-def test_the_blind_method_never_receives_the_true_sigma():
+# SC, and GroupSC with k-NN groups (the blind groupsc-knn_cblind)
+BLIND_KINDS = {
+    "sc": {},
+    "groupsc-knn": dict(prox="group", window=24, refresh=2, block_stride=20,
+                        knn={"radius": 3, "k": 4, "mode": "fixed"}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", BLIND_KINDS)
+def test_the_blind_method_never_receives_the_true_sigma(kind):
     """The blind task's observation carries no sigma; the restorer estimates it from the noisy
     image alone (Liu et al. 2013) and the model is given that estimate."""
     rng = np.random.default_rng(1)
@@ -62,7 +71,7 @@ def test_the_blind_method_never_receives_the_true_sigma():
     clean = np.stack([rr, cc, (rr + cc) / 2], axis=-1)
     obs = PH.operator("blind_color_denoise", 20).observe(clean, rng)
     assert obs.sigma is None
-    model = _blind()
+    model = _blind(**BLIND_KINDS[kind])
     seen = []
     forward = model.forward
     model.forward = lambda y, sigma=None: seen.append(sigma) or forward(y, sigma=sigma)

@@ -106,8 +106,8 @@ GROUPING_SETS = (
 
 def grouping_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
     """Does grouping help? GroupSC minus SC per set and sigma, gray, color and blind color
-    (the set's name marked ``blind``), here (both forms) and in the paper (its GroupSC and SC rows, whether or not the dense model was
-    measured here)."""
+    (the set's name marked ``blind``), here (both forms) and in the paper (its GroupSC and SC
+    rows, whether or not the dense model was measured here)."""
     lines = [
         "| set | σ | SC | " + " | ".join(f"{m} (gain)" for m in GROUPED)
         + " | paper: GroupSC − SC |",
