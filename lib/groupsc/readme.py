@@ -207,7 +207,8 @@ def validation_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
             f"| {r.method} | {r.task} | {r.dataset} | {r.level:g} | {r.metric.upper()} | "
             f"{r.measured:.2f} | {r.published:.2f} | {r.delta:+.2f} | {ok} (±{tol:g}) |"
         )
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    return text + "\n" + KODAK24_NOTE if (rows.dataset == "Kodak24").any() else text
 
 
 def speed_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
