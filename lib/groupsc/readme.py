@@ -234,11 +234,11 @@ def mass_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
 
 
 def kappa_init_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
-    """Dense GroupSC at initialization against kappa: ``results/kappa_init.csv`` and
-    ``results/kappa_init_jpeg.csv`` (the ``kappa_init`` and ``kappa_init_jpeg`` stages), one
-    table."""
-    names = ("kappa_init.csv", "kappa_init_jpeg.csv")
-    return _csv_table(names, "kappa_init kappa_init_jpeg", "run")
+    """Dense GroupSC at initialization against kappa: ``results/kappa_init.csv``,
+    ``results/kappa_init_jpeg.csv`` and ``results/kappa_init_mosaic.csv`` (the ``kappa_init``,
+    ``kappa_init_jpeg`` and ``kappa_init_mosaic`` stages), one table."""
+    names = ("kappa_init.csv", "kappa_init_jpeg.csv", "kappa_init_mosaic.csv")
+    return _csv_table(names, "kappa_init kappa_init_jpeg kappa_init_mosaic", "run")
 
 
 def scaling_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
