@@ -88,3 +88,18 @@ def test_blind_models_get_their_own_grouping_rows_and_cbm3d_its_note():
     assert "BM3D is CBM3D given the σ estimated from the noisy image" in tables["color"]
     without = readme.render(pd.concat([summary, extra[extra.method != "BM3D"]]))
     assert "CBM3D" not in without["color"].split("Blind")[1].splitlines()[0]
+
+
+def test_a_demosaicking_subset_gets_its_own_table():
+    summary = pd.read_csv(results_dir() / "summary.csv")
+    summary = summary[~summary.dataset.str.contains(" (first ", regex=False)]
+    subset = "CBSD68 (first 10)"
+    extra = pd.DataFrame([
+        {"method": m, "source": "trained", "task": "demosaic", "dataset": subset, "level": 0.0,
+         "metric": "psnr", "value": v, "n_images": 10, "params": "", "budget": "test"}
+        for m, v in (("SC", 40.0), ("GroupSC", 40.5))
+    ])  # fmt: skip
+    assert "stated subset" not in readme.render(summary)["demosaic"]
+    table = readme.render(pd.concat([summary, extra], ignore_index=True))["demosaic"]
+    assert "On a stated subset" in table and f"| {subset}" in table
+    assert "| 40.50 |" in table.split("On a stated subset")[1]

@@ -79,18 +79,25 @@ def color_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
         if (told.method == "BM3D").any() else ""
     )
     text = known + f"\nBlind (one model for every σ{note}):\n\n" + blind
-    subsets = subsets_of(comp, "color_denoise", datasets)
-    if subsets:
-        text += (
-            "\nOn a stated subset (a model too slow for the whole set; every other model "
-            "averaged over the same images, the same noisy inputs):\n\n"
-            + _grid(comp, ("color_denoise",), subsets)
-        )
-    return text
+    return text + _subset_grid(comp, "color_denoise", datasets)
+
+
+def _subset_grid(comp: pd.DataFrame, task: str, datasets: tuple[str, ...]) -> str:
+    """The PSNR grid of ``task`` on its stated subsets of ``datasets`` under a line saying
+    what they are; empty without one."""
+    subsets = subsets_of(comp, task, datasets)
+    if not subsets:
+        return ""
+    return (
+        "\nOn a stated subset (a model too slow for the whole set; every other model "
+        "averaged over the same images, the same observations):\n\n"
+        + _grid(comp, (task,), subsets)
+    )
 
 
 def demosaic_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
-    return _grid(comp, ("demosaic",), ("Kodak24", "CBSD68", "McMaster"))
+    datasets = ("Kodak24", "CBSD68", "McMaster")
+    return _grid(comp, ("demosaic",), datasets) + _subset_grid(comp, "demosaic", datasets)
 
 
 GROUPED = ("GroupSC (k-NN)", "GroupSC")
