@@ -15,9 +15,12 @@ def test_the_committed_tables_match_the_summary():
 
 
 def test_every_file_holds_the_task_tables():
-    text = (repo_root() / "README.md").read_text()
-    for name in ("gray", "grouping", "jpeg", "color", "demosaic"):
-        assert f"<!-- table:{name} -->" in text and f"<!-- /table:{name} -->" in text
+    readme_names = ("gray", "grouping_brief", "jpeg", "color", "demosaic")
+    docs_names = readme_names + ("grouping", "color_subset", "demosaic_subset")
+    for file, names in (("README.md", readme_names), ("docs/results.md", docs_names)):
+        text = (repo_root() / file).read_text()
+        for name in names:
+            assert f"<!-- table:{name} -->" in text and f"<!-- /table:{name} -->" in text, file
 
 
 def test_a_changed_figure_is_caught_and_rewritten():
@@ -64,11 +67,14 @@ def test_a_stated_subset_gets_its_own_table_and_grouping_rows():
     tables = readme.render(pd.concat([summary, extra], ignore_index=True))
     # the paper's gain is that of the whole set (CBSD68, sigma 25: 31.44 - 30.94)
     assert f"| {subset} | 25 | 30.00 | - | 30.40 (+0.40) | +0.50 |" in tables["grouping"]
-    assert "On a stated subset" in tables["color"] and f"| {subset} σ = 25" in tables["color"]
+    assert f"| {subset} | 25 | - | +0.40 | +0.50 |" in tables["grouping_brief"]
+    assert "On a stated subset" in tables["color_subset"]
+    assert f"| {subset} σ = 25" in tables["color_subset"]
+    assert "stated subset" not in tables["color"]
     # CPU time is counted once: the subset mean of a full evaluation is no evaluation of its own
     assert f"| GroupSC, {subset} σ = 25 | 10 | 83.0 | 14 |" in tables["costs"]
     assert f"SC, {subset}" not in tables["costs"].replace(f"GroupSC, {subset}", "")
-    assert "stated subset" not in readme.render(summary)["color"]
+    assert readme.render(summary)["color_subset"] == "No stated subset.\n"
 
 
 def test_blind_models_get_their_own_grouping_rows_and_cbm3d_its_note():
@@ -99,7 +105,21 @@ def test_a_demosaicking_subset_gets_its_own_table():
          "metric": "psnr", "value": v, "n_images": 10, "params": "", "budget": "test"}
         for m, v in (("SC", 40.0), ("GroupSC", 40.5))
     ])  # fmt: skip
-    assert "stated subset" not in readme.render(summary)["demosaic"]
-    table = readme.render(pd.concat([summary, extra], ignore_index=True))["demosaic"]
+    assert readme.render(summary)["demosaic_subset"] == "No stated subset.\n"
+    tables = readme.render(pd.concat([summary, extra], ignore_index=True))
+    table = tables["demosaic_subset"]
     assert "On a stated subset" in table and f"| {subset}" in table
     assert "| 40.50 |" in table.split("On a stated subset")[1]
+    assert "stated subset" not in tables["demosaic"]
+    assert f"| {subset}, mosaic | - | - | +0.50 | +1.03 |" in tables["grouping_brief"]
+
+
+def test_the_brief_grouping_table_has_one_line_per_set_with_every_level():
+    tables = readme.render(pd.read_csv(results_dir() / "summary.csv"))
+    lines = [line for line in tables["grouping_brief"].splitlines() if line.startswith("| BSD68 |")]
+    assert len(lines) == 1
+    levels = lines[0].split(" | ")[1]
+    assert levels == "5 / 15 / 25 / 50"
+    full = [line for line in tables["grouping"].splitlines() if line.startswith("| BSD68 |")]
+    knn = [line.split(" | ")[3].split("(")[1].rstrip(")") for line in full]
+    assert lines[0].split(" | ")[2] == " / ".join(knn)

@@ -17,6 +17,7 @@ import json
 import re
 import sys
 from collections.abc import Callable
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -67,19 +68,26 @@ def jpeg_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
     return _grid(comp, ("jpeg",), ("Classic5", "LIVE1"))
 
 
+COLOR_SETS = ("CBSD68", "Kodak24", "McMaster")
+MOSAIC_SETS = ("Kodak24", "CBSD68", "McMaster")
+
+
 def color_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
     """Non-blind models, then the blind ones (one model for every sigma): one table each, as
     the same dataset and level head a column in both."""
-    datasets = ("CBSD68", "Kodak24", "McMaster")
-    known = _grid(comp, ("color_denoise",), datasets)
-    blind = _grid(comp, ("blind_color_denoise",), datasets)
+    known = _grid(comp, ("color_denoise",), COLOR_SETS)
+    blind = _grid(comp, ("blind_color_denoise",), COLOR_SETS)
     told = comp[(comp.task == "blind_color_denoise") & (comp.source != "published")]
     note = (
         "; BM3D is CBM3D given the σ estimated from the noisy image"
         if (told.method == "BM3D").any() else ""
     )
-    text = known + f"\nBlind (one model for every σ{note}):\n\n" + blind
-    return text + _subset_grid(comp, "color_denoise", datasets)
+    return known + f"\nBlind (one model for every σ{note}):\n\n" + blind
+
+
+def color_subset_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
+    """The color models on their stated subsets (:func:`_subset_grid`)."""
+    return _subset_grid(comp, "color_denoise", COLOR_SETS) or "No stated subset.\n"
 
 
 def _subset_grid(comp: pd.DataFrame, task: str, datasets: tuple[str, ...]) -> str:
@@ -89,26 +97,44 @@ def _subset_grid(comp: pd.DataFrame, task: str, datasets: tuple[str, ...]) -> st
     if not subsets:
         return ""
     return (
-        "\nOn a stated subset (a model too slow for the whole set; every other model "
+        "On a stated subset (a model too slow for the whole set; every other model "
         "averaged over the same images, the same observations):\n\n"
         + _grid(comp, (task,), subsets)
     )
 
 
 def demosaic_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
-    datasets = ("Kodak24", "CBSD68", "McMaster")
-    return _grid(comp, ("demosaic",), datasets) + _subset_grid(comp, "demosaic", datasets)
+    return _grid(comp, ("demosaic",), MOSAIC_SETS)
+
+
+def demosaic_subset_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
+    """The demosaicking models on their stated subsets (:func:`_subset_grid`)."""
+    return _subset_grid(comp, "demosaic", MOSAIC_SETS) or "No stated subset.\n"
 
 
 GROUPED = ("GroupSC (k-NN)", "GroupSC")
 
 
-# The sets of the GroupSC-against-SC table, per task (gray, color, then blind color).
+# The sets of the GroupSC-against-SC tables, per task (gray, color, blind color; the brief
+# table of the README adds JPEG and demosaicking, whose levels are not noise levels).
 GROUPING_SETS = (
     ("gray_denoise", ("BSD68", "Set12")),
-    ("color_denoise", ("CBSD68", "Kodak24", "McMaster")),
+    ("color_denoise", COLOR_SETS),
     ("blind_color_denoise", ("CBSD68",)),
 )
+BRIEF_SETS = GROUPING_SETS + (("jpeg", ("Classic5", "LIVE1")), ("demosaic", MOSAIC_SETS))
+
+
+class Gain(NamedTuple):
+    """GroupSC against SC at one level of one set: SC's PSNR, each grouped model's gain over
+    it (NaN: not measured) and the paper's gain (NaN: not published)."""
+
+    label: str
+    task: str
+    level: float
+    sc: float
+    here: dict
+    paper: float
 
 
 def grouping_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
@@ -120,43 +146,76 @@ def grouping_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
         + " | paper: GroupSC − SC |",
         "|---|---|---|" + "---|" * len(GROUPED) + "---|",
     ]  # fmt: skip
-    for task, datasets in GROUPING_SETS:
+    for g in _gains(comp, summary, GROUPING_SETS):
+        cells = [_signed(g.here[m], f"{g.sc + g.here[m]:.2f} ({g.here[m]:+.2f})") for m in GROUPED]
+        cells = [f"{g.level:g}", f"{g.sc:.2f}", *cells, _signed(g.paper)]
+        lines.append(f"| {g.label} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    return text + "\n" + KODAK24_NOTE if "| Kodak24 |" in text else text
+
+
+def grouping_brief_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
+    """The README's grouping table: one line per task and set, the gains of both GroupSC forms
+    over SC and the paper's, level after level (``a / b / c``)."""
+    rows: dict[str, list[Gain]] = {}
+    for g in _gains(comp, summary, BRIEF_SETS):
+        rows.setdefault(g.label, []).append(g)
+    head = ["set", "σ or q"] + [f"{m} − SC" for m in GROUPED] + ["paper: GroupSC − SC"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, gs in rows.items():
+        levels = "-" if gs[0].task == "demosaic" else " / ".join(f"{g.level:g}" for g in gs)
+        columns = [[g.here[m] for g in gs] for m in GROUPED] + [[g.paper for g in gs]]
+        cells = [
+            "-" if all(pd.isna(v) for v in col) else " / ".join(_signed(v) for v in col)
+            for col in columns
+        ]  # fmt: skip
+        lines.append(f"| {label} | {levels} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    return text + "\n" + KODAK24_NOTE if "| Kodak24" in text else text
+
+
+def _signed(value: float, text: str | None = None) -> str:
+    """``-`` for NaN, else ``text`` (default: the value with its sign, 2 decimals)."""
+    return "-" if pd.isna(value) else (text or f"{value:+.2f}")
+
+
+def _gains(comp: pd.DataFrame, summary: pd.DataFrame, sets) -> list[Gain]:
+    """A :class:`Gain` for every level SC was measured at on each set of ``sets`` (``(task,
+    datasets)`` pairs) and on its stated subsets; a set's label names its task where the set's
+    name alone does not."""
+    out = []
+    for task, datasets in sets:
         rows = comp[(comp.task == task) & (comp.metric == "psnr")]
         published = summary[
             (summary.source == "published") & (summary.task == task)
             & (summary.metric == "psnr") & summary.method.isin(["GroupSC", "SC"])
         ]  # fmt: skip
         for dataset in datasets + subsets_of(comp, task, datasets):
-            label = f"{dataset}, blind" if task == "blind_color_denoise" else dataset
-            lines += _gain_rows(rows[rows.dataset == dataset], published, dataset, label)
-    text = "\n".join(lines) + "\n"
-    return text + "\n" + KODAK24_NOTE if "| Kodak24 |" in text else text
+            label = _set_label(task, dataset)
+            out += _gain_rows(rows[rows.dataset == dataset], published, task, dataset, label)
+    return out
+
+
+def _set_label(task: str, dataset: str) -> str:
+    suffix = {"blind_color_denoise": "blind", "jpeg": "JPEG", "demosaic": "mosaic"}.get(task)
+    return f"{dataset}, {suffix}" if suffix else dataset
 
 
 def _gain_rows(
-    here: pd.DataFrame, published: pd.DataFrame, dataset: str, label: str
-) -> list[str]:
-    """One line per level SC was measured at on ``dataset`` (named ``label``): SC, each
-    grouped model with its gain, and the paper's gain."""
-    lines = []
+    here: pd.DataFrame, published: pd.DataFrame, task: str, dataset: str, label: str
+) -> list[Gain]:
+    """The :func:`_gains` of one set (the paper's gain: that of the whole set, for a stated
+    subset)."""
+    out = []
+    whole = dataset.split(" (first ")[0]
     for level, base in here[here.method == "SC"].set_index("level").iterrows():
-        at = here[here.level == level].set_index("method")
-        cells = [
-            f"{at.measured[m]:.2f} ({at.measured[m] - base.measured:+.2f})"
-            if m in at.index and not pd.isna(at.measured[m]) else "-"
-            for m in GROUPED
-        ]  # fmt: skip
-        whole = dataset.split(" (first ")[0]  # a stated subset: the paper's whole-set gain
+        at = here[here.level == level].set_index("method").measured
+        gains = {m: at[m] - base.measured if m in at.index else float("nan") for m in GROUPED}
         paper = published[(published.dataset == whole) & (published.level == level)]
         paper = paper.drop_duplicates("method").set_index("method").value
-        gain = (
-            f"{paper['GroupSC'] - paper['SC']:+.2f}" if {"GroupSC", "SC"} <= set(paper.index)
-            else "-"
-        )  # fmt: skip
-        lines.append(
-            f"| {label} | {level:g} | {base.measured:.2f} | " + " | ".join(cells) + f" | {gain} |"
-        )
-    return lines
+        gain = paper.get("GroupSC", float("nan")) - paper.get("SC", float("nan"))
+        out.append(Gain(label, task, level, base.measured, gains, gain))
+    return out
 
 
 def budget_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
@@ -295,9 +354,12 @@ def speed_brief_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
 TABLES: dict[str, Callable[[pd.DataFrame, pd.DataFrame], str]] = {
     "gray": gray_table,
     "grouping": grouping_table,
+    "grouping_brief": grouping_brief_table,
     "jpeg": jpeg_table,
     "color": color_table,
+    "color_subset": color_subset_table,
     "demosaic": demosaic_table,
+    "demosaic_subset": demosaic_subset_table,
     "budgets": budget_table,
     "mass": mass_table,
     "kappa_init": kappa_init_table,
