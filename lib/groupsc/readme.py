@@ -55,9 +55,12 @@ KODAK24_NOTE = (
 
 def _grid(comp: pd.DataFrame, tasks: tuple[str, ...], datasets: tuple[str, ...]) -> str:
     """The PSNR grid of ``tasks`` on ``datasets``; a Kodak24 column brings its note."""
-    text = markdown(psnr_table(comp, tasks, datasets))
-    header = text.splitlines()[0]
-    return text + "\n" + KODAK24_NOTE if "| Kodak24" in header else text
+    return _noted(markdown(psnr_table(comp, tasks, datasets)))
+
+
+def _noted(table: str) -> str:
+    """``table`` with the Kodak24 note under it when it has a Kodak24 column or row."""
+    return table + "\n" + KODAK24_NOTE if "| Kodak24" in table else table
 
 
 def gray_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
@@ -87,15 +90,15 @@ def color_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
 
 def color_subset_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
     """The color models on their stated subsets (:func:`_subset_grid`)."""
-    return _subset_grid(comp, "color_denoise", COLOR_SETS) or "No stated subset.\n"
+    return _subset_grid(comp, "color_denoise", COLOR_SETS)
 
 
 def _subset_grid(comp: pd.DataFrame, task: str, datasets: tuple[str, ...]) -> str:
     """The PSNR grid of ``task`` on its stated subsets of ``datasets`` under a line saying
-    what they are; empty without one."""
+    what they are; ``No stated subset.`` without one."""
     subsets = subsets_of(comp, task, datasets)
     if not subsets:
-        return ""
+        return "No stated subset.\n"
     return (
         "On a stated subset (a model too slow for the whole set; every other model "
         "averaged over the same images, the same observations):\n\n"
@@ -109,7 +112,7 @@ def demosaic_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
 
 def demosaic_subset_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
     """The demosaicking models on their stated subsets (:func:`_subset_grid`)."""
-    return _subset_grid(comp, "demosaic", MOSAIC_SETS) or "No stated subset.\n"
+    return _subset_grid(comp, "demosaic", MOSAIC_SETS)
 
 
 GROUPED = ("GroupSC (k-NN)", "GroupSC")
@@ -150,8 +153,7 @@ def grouping_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
         cells = [_signed(g.here[m], f"{g.sc + g.here[m]:.2f} ({g.here[m]:+.2f})") for m in GROUPED]
         cells = [f"{g.level:g}", f"{g.sc:.2f}", *cells, _signed(g.paper)]
         lines.append(f"| {g.label} | " + " | ".join(cells) + " |")
-    text = "\n".join(lines) + "\n"
-    return text + "\n" + KODAK24_NOTE if "| Kodak24 |" in text else text
+    return _noted("\n".join(lines) + "\n")
 
 
 def grouping_brief_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
@@ -170,8 +172,7 @@ def grouping_brief_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
             for col in columns
         ]  # fmt: skip
         lines.append(f"| {label} | {levels} | " + " | ".join(cells) + " |")
-    text = "\n".join(lines) + "\n"
-    return text + "\n" + KODAK24_NOTE if "| Kodak24" in text else text
+    return _noted("\n".join(lines) + "\n")
 
 
 def _signed(value: float, text: str | None = None) -> str:
@@ -191,8 +192,7 @@ def _gains(comp: pd.DataFrame, summary: pd.DataFrame, sets) -> list[Gain]:
             & (summary.metric == "psnr") & summary.method.isin(["GroupSC", "SC"])
         ]  # fmt: skip
         for dataset in datasets + subsets_of(comp, task, datasets):
-            label = _set_label(task, dataset)
-            out += _gain_rows(rows[rows.dataset == dataset], published, task, dataset, label)
+            out += _gain_rows(rows[rows.dataset == dataset], published, task, dataset)
     return out
 
 
@@ -202,7 +202,7 @@ def _set_label(task: str, dataset: str) -> str:
 
 
 def _gain_rows(
-    here: pd.DataFrame, published: pd.DataFrame, task: str, dataset: str, label: str
+    here: pd.DataFrame, published: pd.DataFrame, task: str, dataset: str
 ) -> list[Gain]:
     """The :func:`_gains` of one set (the paper's gain: that of the whole set, for a stated
     subset)."""
@@ -214,7 +214,7 @@ def _gain_rows(
         paper = published[(published.dataset == whole) & (published.level == level)]
         paper = paper.drop_duplicates("method").set_index("method").value
         gain = paper.get("GroupSC", float("nan")) - paper.get("SC", float("nan"))
-        out.append(Gain(label, task, level, base.measured, gains, gain))
+        out.append(Gain(_set_label(task, dataset), task, level, base.measured, gains, gain))
     return out
 
 
