@@ -67,6 +67,15 @@ def gray_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
     return _grid(comp, ("gray_denoise",), ("BSD68", "Set12"))
 
 
+ABLATION = re.compile(r"\(.*, .*\)$")  # "GroupSC (k-NN, K=12)": a variant of a model
+
+
+def gray_brief_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
+    """The README's gray grid: :func:`gray_table` without the ablations (the variants
+    named ``Model (a, b)``, shown in ``docs/results.md``)."""
+    return _grid(comp[~comp.method.str.contains(ABLATION)], ("gray_denoise",), ("BSD68", "Set12"))
+
+
 def jpeg_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
     return _grid(comp, ("jpeg",), ("Classic5", "LIVE1"))
 
@@ -326,33 +335,34 @@ def floor_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
 
 
 def speed_brief_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
-    """The README's speed lines: one BSD68 image per model against BM3D and the model's GEMM
-    floor (``results/speed/floor.csv``), and the largest image restored in tiles
-    (``results/speed/scaling.csv``)."""
+    """The README's speed lines: seconds for one BSD68 image per model, as a ratio to BM3D
+    (``results/speed/floor.csv``), and the largest image restored in tiles
+    (``results/speed/scaling.csv``); the tables are in ``docs/costs.md``."""
     floor, scaling = results_dir() / "speed/floor.csv", results_dir() / "speed/scaling.csv"
     if not floor.exists():
         return "Not measured yet (`dvc repro bench_floor bench_scaling`).\n"
     f = pd.read_csv(floor, keep_default_na=False)
     f = f[f.case == "inference"]
-    table = pd.DataFrame({
-        "model": f.run, "threads": f.threads, "s / BSD68 image": f.seconds,
-        "× BM3D": f.x_bm3d, "× its GEMM floor": f.x_floor.replace("", "-"), "PSNR (dB)": f.psnr,
-    }).astype(str)  # fmt: skip
-    text = markdown(table.set_index("model"))
+    times = "; ".join(
+        f"{r.run} {float(r.seconds):.1f} s ({r.threads} thread{'s' if int(r.threads) > 1 else ''}"
+        + (f", {float(r.x_bm3d):.2f} × BM3D)" if r.run != "bm3d" else ")")
+        for r in f.itertuples()
+    )
+    text = f"One BSD68 image at σ = 25: {times}.\n"
     if scaling.exists():
         s = pd.read_csv(scaling)
         big = s[s["mode"].str.startswith("tiles")].sort_values("side").iloc[-1]
         text += (
-            f"\nIn tiles ({big['mode'][6:]} px) a {big.side} × {big.side} image takes "
+            f"In tiles ({big['mode'][6:]} px) a {big.side} × {big.side} image takes "
             f"{big.seconds:.0f} s at {big.threads} thread{'s' if big.threads > 1 else ''} and "
-            f"{big.peak_mb} MB at most "
-            f"({big.run}).\n"
+            f"{big.peak_mb} MB at most ({big.run}).\n"
         )
     return text
 
 
 TABLES: dict[str, Callable[[pd.DataFrame, pd.DataFrame], str]] = {
     "gray": gray_table,
+    "gray_brief": gray_brief_table,
     "grouping": grouping_table,
     "grouping_brief": grouping_brief_table,
     "jpeg": jpeg_table,
