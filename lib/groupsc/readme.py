@@ -310,9 +310,10 @@ def mass_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
 
 def kappa_init_table(comp: pd.DataFrame, summary: pd.DataFrame) -> str:
     """Dense GroupSC at initialization against kappa: ``results/kappa_init<_name>.csv`` of the
-    ``kappa_init`` (gray, sigma 25 and 50), ``kappa_init_gray_5``, ``kappa_init_jpeg`` and
-    ``kappa_init_mosaic`` stages, one table."""
-    stages = ("kappa_init", "kappa_init_gray_5", "kappa_init_jpeg", "kappa_init_mosaic")
+    ``kappa_init`` (gray, sigma 25 and 50), ``kappa_init_gray_5``, ``kappa_init_gray_15``,
+    ``kappa_init_jpeg`` and ``kappa_init_mosaic`` stages, one table."""
+    stages = ("kappa_init", "kappa_init_gray_5", "kappa_init_gray_15", "kappa_init_jpeg",
+              "kappa_init_mosaic")  # fmt: skip
     return _csv_table(tuple(f"{s}.csv" for s in stages), " ".join(stages), "run")
 
 
